@@ -1,0 +1,65 @@
+"""The exceptions bulk-cancel raises, and the exit codes the command maps them to.
+
+Only conditions that make the whole run pointless raise; a failure for one umid is an
+:class:`~bulk_cancel.model.Outcome`, never an exception.
+
+::
+
+    BulkCancelError                 exit 1 unless a subclass says otherwise
+    ├── UsageError                  exit 2: bad flags, config, job file or input; nothing was sent
+    │   ├── InputError              the input file cannot be read or has no usable column
+    │   ├── ConfigError             a setting, config file or job file is wrong
+    │   └── LedgerError             the ledger refuses: exists already, different input, locked
+    └── CredentialsRejected         exit 3: the API refused the key (401/403) or the subaccount (1001)
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Documented exit codes of the ``bulk-cancel`` command."""
+
+    OK = 0
+    """Every row got an answer."""
+    INCOMPLETE = 1
+    """Some rows ``failed`` or were ``not_attempted``."""
+    USAGE = 2
+    """Bad usage, config or input: one line says what, nothing was sent."""
+    REJECTED = 3
+    """Stopped because the key or the subaccount was rejected."""
+    SIGINT = 130
+    """Stopped by Ctrl-C (SIGINT); resume with ``--resume``."""
+    SIGTERM = 143
+    """Stopped by SIGTERM; resume with ``--resume``."""
+
+
+class BulkCancelError(Exception):
+    """Base of every error bulk-cancel raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.INCOMPLETE
+
+
+class UsageError(BulkCancelError):
+    """The run cannot start as asked; the message says what to change."""
+
+    exit_code = ExitCode.USAGE
+
+
+class InputError(UsageError):
+    """The input file cannot be used. The message names the file, the problem and the fix."""
+
+
+class ConfigError(UsageError):
+    """A flag, environment variable, config file or job file is wrong."""
+
+
+class LedgerError(UsageError):
+    """The run ledger refuses this run (exists already, other input, locked by another run)."""
+
+
+class CredentialsRejected(BulkCancelError):
+    """The API refused the key or the subaccount; sending more would be futile."""
+
+    exit_code = ExitCode.REJECTED
