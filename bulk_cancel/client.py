@@ -1,0 +1,215 @@
+"""One DELETE to 8x8's cancel endpoint, turned into one typed :class:`Exchange`.
+
+The client owns the aiohttp session and knows nothing of files, retries or outcomes: judging an
+answer is :mod:`bulk_cancel.policy`'s job. It never raises for one request's failure; transport
+errors come back as an ``Exchange`` with ``transport_error`` set.
+"""
+
+from __future__ import annotations
+
+import ssl
+import types
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from .model import Kind, Target
+
+#: The path template of the documented endpoints; each id is percent-encoded as ONE segment.
+_MESSAGE_PATH: Final = "/api/v1/subaccounts/{sub}/messages/{id}"
+_BATCH_PATH: Final = "/api/v1/subaccounts/{sub}/messages/batch/{id}"
+
+#: Longest error message kept from a body (HTML error pages from proxies can be large).
+_MAX_MESSAGE_CHARS: Final = 300
+
+
+def segment(value: str) -> str:
+    """Percent-encode *value* as a single URL path segment: ``/``, ``..``, ``?``, ``#`` cannot escape.
+
+    ``quote`` with ``safe=""`` encodes every reserved character, so the value can never add a
+    segment or a query; a lone ``.`` or ``..`` is encoded too, because it would be a dot-segment
+    that URL normalisation removes (RFC 3986 §5.2.4).
+    """
+    encoded = quote(value, safe="")
+    if encoded in {".", ".."}:
+        encoded = encoded.replace(".", "%2E")
+    return encoded
+
+
+def target_path(target: Target) -> str:
+    """The request path for *target*, each id encoded as exactly one segment."""
+    template = _BATCH_PATH if target.kind is Kind.BATCH else _MESSAGE_PATH
+    return template.format(sub=segment(target.subaccount), id=segment(target.id))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exchange:
+    """What one HTTP exchange produced, before any judgement."""
+
+    status: int | None = None
+    """HTTP status, or ``None`` when no answer arrived."""
+    code: int | None = None
+    message: str | None = None
+    error_id: str | None = None
+    cancelled_count: int | None = None
+    body_ok: bool = True
+    """False when a 200 body could not be read as ``{"cancelledCount": n}``."""
+    retry_after: str | None = None
+    """The raw ``Retry-After`` header, if any."""
+    transport_error: str | None = None
+    """The kind of transport failure, e.g. ``timeout`` or ``ServerDisconnectedError``."""
+    request_sent: bool = True
+    """False only when the request certainly never left (the connection could not be made)."""
+    resent: bool = False
+    """aiohttp silently sent the DELETE again on a fresh connection: the first may have been applied."""
+
+
+class Canceller(Protocol):
+    """What the pipeline needs of a client; a scripted fake satisfies it in tests."""
+
+    async def cancel(self, target: Target) -> Exchange: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientSettings:
+    """How the client talks to the API."""
+
+    base_url: str
+    timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    max_connections: int = 64
+    user_agent: str = "bulk-cancel"
+
+
+class _Attempt(types.SimpleNamespace):
+    """Per-request trace context: how many connections this one request used."""
+
+    connections: int
+
+
+async def _count_connection(
+    session: aiohttp.ClientSession, ctx: types.SimpleNamespace, params: object
+) -> None:
+    attempt = ctx.trace_request_ctx
+    if isinstance(attempt, _Attempt):
+        attempt.connections += 1
+
+
+def _connection_tracer() -> aiohttp.TraceConfig:
+    """Trace hooks that count connections per request.
+
+    aiohttp re-sends an idempotent request (DELETE is one) once, silently, when a reused
+    keep-alive connection turns out closed (``ClientSession._request``, "retry_persistent_connection").
+    The first send may have reached the server. A request that acquired two connections was re-sent.
+    """
+    tracer = aiohttp.TraceConfig(trace_config_ctx_factory=types.SimpleNamespace)
+    tracer.on_connection_reuseconn.append(_count_connection)
+    tracer.on_connection_create_end.append(_count_connection)
+    return tracer
+
+
+class CancelClient:
+    """An aiohttp session bound to one base URL and key. Use as an async context manager."""
+
+    def __init__(self, settings: ClientSettings, api_key: str) -> None:
+        self._settings = settings
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": settings.user_agent,
+        }
+        self._base = settings.base_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> CancelClient:
+        s = self._settings
+        connector = aiohttp.TCPConnector(
+            limit=s.max_connections,
+            limit_per_host=s.max_connections,
+            ssl=ssl.create_default_context(),  # verification stays on, always
+            enable_cleanup_closed=False,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=s.timeout_s, sock_connect=s.connect_timeout_s),
+            headers=self._headers,
+            trace_configs=[_connection_tracer()],
+            raise_for_status=False,
+            auto_decompress=True,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def cancel(self, target: Target) -> Exchange:
+        """Send one DELETE for *target* and describe what came back. Never raises for I/O."""
+        assert self._session is not None, "use CancelClient as an async context manager"
+        attempt = _Attempt(connections=0)
+        # encoded=True: yarl must not re-quote the path (it would decode %2E back into '.').
+        url = URL(self._base + target_path(target), encoded=True)
+        try:
+            async with self._session.delete(
+                url, trace_request_ctx=attempt, allow_redirects=False
+            ) as resp:
+                body = await resp.read()
+                return _exchange(
+                    resp.status,
+                    body,
+                    retry_after=resp.headers.get("Retry-After"),
+                    resent=attempt.connections > 1,
+                )
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # The connection was never made: the DELETE certainly did not reach the server.
+            return Exchange(transport_error=type(exc).__name__, request_sent=False)
+        except TimeoutError:
+            return Exchange(transport_error="timeout", resent=attempt.connections > 1)
+        except (aiohttp.ClientError, OSError) as exc:
+            return Exchange(transport_error=type(exc).__name__, resent=attempt.connections > 1)
+
+
+def _exchange(status: int, body: bytes, *, retry_after: str | None, resent: bool) -> Exchange:
+    """Read 8x8's answer; never trust a body to be JSON (proxies answer 502 with HTML)."""
+    data: Any = None
+    if body:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+    if status == 200:
+        count = data.get("cancelledCount") if isinstance(data, dict) else None
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            return Exchange(status=status, cancelled_count=count, resent=resent)
+        return Exchange(
+            status=status,
+            body_ok=False,
+            message=_snippet(body) or "empty body",
+            resent=resent,
+        )
+    if isinstance(data, dict):
+        code = data.get("code")
+        message = data.get("message")
+        error_id = data.get("errorId")
+        return Exchange(
+            status=status,
+            code=code if isinstance(code, int) and not isinstance(code, bool) else None,
+            message=str(message)[:_MAX_MESSAGE_CHARS] if message is not None else None,
+            error_id=str(error_id)[:100] if error_id is not None else None,
+            retry_after=retry_after,
+            resent=resent,
+        )
+    return Exchange(status=status, message=_snippet(body), retry_after=retry_after, resent=resent)
+
+
+def _snippet(body: bytes) -> str | None:
+    """A short, single-line excerpt of a non-JSON body, for the results' error_message."""
+    if not body:
+        return None
+    text = body[: _MAX_MESSAGE_CHARS * 2].decode("utf-8", "replace")
+    return " ".join(text.split())[:_MAX_MESSAGE_CHARS] or None

@@ -1,0 +1,413 @@
+"""The run ledger: every (subaccount, target) with its state, in SQLite beside the results.
+
+Why SQLite: de-duplicating and resuming 10 million umids must not cost a gigabyte of Python
+sets, and a kill -9 must not lose what was already sent. The ledger is the single source of
+truth; the results file and summary are rebuilt from it.
+
+States: ``PENDING`` → ``SENT`` (committed before the request leaves) → ``FINAL`` (outcome known).
+A row found ``SENT`` when a run starts was in flight when an earlier run died: its request may
+have been applied, so it is *ambiguous* (see :func:`bulk_cancel.policy.judge`).
+
+Writes are batched: WAL mode with ``synchronous=NORMAL`` survives the process being killed at any
+moment (SQLite docs, "Write-Ahead Logging": a commit is durable once written to the WAL; only a
+power loss can roll back the last commits).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from .errors import LedgerError
+from .model import RESULT_COLUMNS, Kind, Outcome, Result
+
+SCHEMA_VERSION: Final = 1
+
+PENDING: Final = 0
+SENT: Final = 1
+FINAL: Final = 2
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rows (
+    seq INTEGER PRIMARY KEY,
+    sub TEXT NOT NULL,
+    tid TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    line INTEGER,
+    extra BLOB,
+    state INTEGER NOT NULL DEFAULT 0,
+    ambiguous INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT,
+    http_status INTEGER,
+    error_code INTEGER,
+    error_message TEXT,
+    error_id TEXT,
+    cancelled_count INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    finished_at TEXT,
+    UNIQUE (sub, kind, tid)
+);
+"""
+# Built after ingest (a bulk build is cheaper than growing it row by row); rows leave it as they
+# become final, so a lane's query for work stays small however large the input was.
+_TODO_INDEX: Final = "CREATE INDEX IF NOT EXISTS rows_todo ON rows (sub, seq) WHERE state < 2"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """A row to send, as a lane's feeder hands it to a worker."""
+
+    seq: int
+    subaccount: str
+    target_id: str
+    kind: Kind
+    ambiguous: bool
+    attempts: int
+
+
+def ledger_path(output: Path) -> Path:
+    """``results.csv`` → ``results.ledger.sqlite`` beside it."""
+    return output.with_name(output.stem + ".ledger.sqlite")
+
+
+class Ledger:
+    """One run's durable state. Not thread-safe; used from the event loop thread only."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock_fd: int) -> None:
+        self.path = path
+        self._conn = conn
+        self._lock_fd = lock_fd
+        self._seq = self._scalar("SELECT COALESCE(MAX(seq), 0) FROM rows")
+
+    # ---------------------------------------------------------------- opening and closing
+
+    @classmethod
+    def create(cls, path: Path, meta: dict[str, Any]) -> Ledger:
+        """Start a new ledger at *path*; refuse if one exists (a finished or interrupted run)."""
+        if path.exists():
+            raise LedgerError(
+                f"{path}: a ledger from an earlier run exists; add --resume to finish that run, "
+                "--retry-failed to re-send its failures, or choose another --output"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock(path)
+        try:
+            conn = _connect(path)
+            conn.executescript(_SCHEMA)
+            ledger = cls(path, conn, lock_fd)
+            ledger.set_meta({"schema_version": SCHEMA_VERSION, **meta})
+            ledger.commit()
+        except BaseException:
+            _unlock(lock_fd)
+            raise
+        return ledger
+
+    @classmethod
+    def open(cls, path: Path) -> Ledger:
+        """Open an existing ledger to resume it; refuse if missing or locked by a running run."""
+        if not path.is_file():
+            raise LedgerError(
+                f"{path}: no ledger to resume; run without --resume to start, "
+                "or point --output at the earlier run's results file"
+            )
+        lock_fd = _lock(path)
+        try:
+            conn = _connect(path)
+            version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if version is None or orjson.loads(version[0]) != SCHEMA_VERSION:
+                raise LedgerError(f"{path}: not a bulk-cancel ledger of this version")
+            return cls(path, conn, lock_fd)
+        except sqlite3.DatabaseError as exc:
+            _unlock(lock_fd)
+            raise LedgerError(f"{path}: not a readable bulk-cancel ledger ({exc})") from None
+        except BaseException:
+            _unlock(lock_fd)
+            raise
+
+    @classmethod
+    def read_only(cls, path: Path) -> Ledger:
+        """Open a ledger for reading (reports), without taking the run lock."""
+        if not path.is_file():
+            raise LedgerError(f"{path}: no such ledger")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        return cls(path, conn, -1)
+
+    def close(self) -> None:
+        """Commit and release the lock."""
+        try:
+            if self._conn.in_transaction:
+                self._conn.commit()
+            self._conn.close()
+        finally:
+            _unlock(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- metadata
+
+    def meta(self) -> dict[str, Any]:
+        """All run metadata."""
+        return {k: orjson.loads(v) for k, v in self._conn.execute("SELECT key, value FROM meta")}
+
+    def set_meta(self, values: dict[str, Any]) -> None:
+        """Store metadata (committed with the next commit)."""
+        self._begin()
+        self._conn.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [(k, orjson.dumps(v).decode()) for k, v in values.items()],
+        )
+
+    # ---------------------------------------------------------------- ingest
+
+    def add(
+        self, rows: Iterable[tuple[str, str, Kind, int, Sequence[str] | None, Result | None]]
+    ) -> int:
+        """Insert rows ``(subaccount, target_id, kind, line, extra, local_result)``; return duplicates.
+
+        A row whose (subaccount, kind, target) is already present is a duplicate: ignored, counted.
+        A row with a local result (an invalid umid) is final at once and never sent.
+        """
+        batch: list[tuple[object, ...]] = []
+        seq = self._seq
+        for sub, tid, kind, line, extra, local in rows:
+            seq += 1
+            extra_blob = orjson.dumps(list(extra)) if extra else None
+            if local is None:
+                batch.append(
+                    (
+                        seq,
+                        sub,
+                        tid,
+                        kind.value,
+                        line,
+                        extra_blob,
+                        PENDING,
+                        None,
+                        None,
+                        None,
+                        None,
+                        0,
+                        None,
+                    )
+                )
+            else:
+                batch.append(
+                    (
+                        seq,
+                        sub,
+                        tid,
+                        kind.value,
+                        line,
+                        extra_blob,
+                        FINAL,
+                        local.outcome.value,
+                        local.error_code,
+                        local.error_message,
+                        local.finished_at,
+                        0,
+                        None,
+                    )
+                )
+        self._begin()
+        before = self._conn.total_changes
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO rows (seq, sub, tid, kind, line, extra, state, outcome, "
+            "error_code, error_message, finished_at, attempts, http_status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            batch,
+        )
+        inserted = self._conn.total_changes - before
+        self._seq = seq
+        return len(batch) - inserted
+
+    def finish_ingest(self) -> None:
+        """Build the work index and commit: from here on the ledger can be resumed without the input."""
+        self._begin()
+        self._conn.execute(_TODO_INDEX)
+        self.commit()
+
+    # ---------------------------------------------------------------- sending
+
+    def reopen_failures(self) -> int:
+        """Make ``failed`` and ``not_attempted`` rows pending again; return how many."""
+        self._begin()
+        cur = self._conn.execute(
+            "UPDATE rows SET state = 0, outcome = NULL WHERE state = 2 AND outcome IN (?, ?)",
+            (Outcome.FAILED.value, Outcome.NOT_ATTEMPTED.value),
+        )
+        return cur.rowcount
+
+    def lanes(self) -> list[tuple[str, int]]:
+        """Subaccounts with rows left to send, and how many, biggest first."""
+        return [
+            (sub, n)
+            for sub, n in self._conn.execute(
+                "SELECT sub, COUNT(*) FROM rows WHERE state < 2 GROUP BY sub ORDER BY 2 DESC, 1"
+            )
+        ]
+
+    def next_work(self, subaccount: str, after_seq: int, limit: int) -> list[WorkItem]:
+        """The next rows of *subaccount* still to send, in input order, and mark them ``SENT``.
+
+        The caller commits before any of them is sent (:meth:`commit`).
+        """
+        rows = self._conn.execute(
+            "SELECT seq, tid, kind, state, ambiguous, attempts FROM rows "
+            "WHERE sub = ? AND state < 2 AND seq > ? ORDER BY seq LIMIT ?",
+            (subaccount, after_seq, limit),
+        ).fetchall()
+        if not rows:
+            return []
+        self._begin()
+        self._conn.executemany("UPDATE rows SET state = 1 WHERE seq = ?", [(r[0],) for r in rows])
+        return [
+            WorkItem(seq, subaccount, tid, Kind(kind), bool(amb) or state == SENT, attempts)
+            for seq, tid, kind, state, amb, attempts in rows
+        ]
+
+    def record(self, results: Sequence[tuple[int, Result, bool]]) -> None:
+        """Store final results ``(seq, result, ambiguous)`` (committed with the next commit)."""
+        if not results:
+            return
+        self._begin()
+        self._conn.executemany(
+            "UPDATE rows SET state = 2, outcome = ?, http_status = ?, error_code = ?, "
+            "error_message = ?, error_id = ?, cancelled_count = ?, attempts = attempts + ?, "
+            "finished_at = ?, ambiguous = ? WHERE seq = ?",
+            [
+                (
+                    r.outcome.value,
+                    r.http_status,
+                    r.error_code,
+                    r.error_message,
+                    r.error_id,
+                    r.cancelled_count,
+                    r.attempts,
+                    r.finished_at,
+                    int(amb),
+                    seq,
+                )
+                for seq, r, amb in results
+            ],
+        )
+
+    def release(self, seqs: Sequence[int]) -> None:
+        """Put rows marked ``SENT`` that were never sent back to ``PENDING``."""
+        if seqs:
+            self._begin()
+            self._conn.executemany(
+                "UPDATE rows SET state = 0 WHERE seq = ? AND state = 1", [(s,) for s in seqs]
+            )
+
+    def commit(self) -> None:
+        """Make everything so far durable against a crash of this process."""
+        if self._conn.in_transaction:
+            self._conn.commit()
+
+    # ---------------------------------------------------------------- reading back
+
+    def counts(self) -> dict[str, int]:
+        """Rows by reported outcome (rows not final are ``not_attempted`` or ``unconfirmed``)."""
+        counts: dict[str, int] = {}
+        for outcome, n in self._conn.execute(
+            "SELECT CASE WHEN state = 2 THEN outcome WHEN state = 1 THEN ? ELSE ? END, COUNT(*) "
+            "FROM rows GROUP BY 1",
+            (Outcome.UNCONFIRMED.value, Outcome.NOT_ATTEMPTED.value),
+        ):
+            counts[outcome] = n
+        return counts
+
+    def totals(self) -> tuple[int, int]:
+        """``(rows, sum of cancelled_count)``."""
+        rows, cancelled = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(cancelled_count), 0) FROM rows"
+        ).fetchone()
+        return int(rows), int(cancelled)
+
+    def iter_results(
+        self, *, outcomes: frozenset[str] | None = None, chunk_rows: int = 20_000
+    ) -> Iterator[list[tuple[object, ...]]]:
+        """Results rows in input order, in chunks: :data:`RESULT_COLUMNS` then the extra columns.
+
+        Rows never answered are reported ``not_attempted`` (never sent) or ``unconfirmed``
+        (sent, answer never received): a results file must not leave any row without an outcome.
+        """
+        cur = self._conn.execute(
+            "SELECT tid, sub, kind, CASE WHEN state = 2 THEN outcome WHEN state = 1 THEN ? ELSE ? END,"
+            " http_status, error_code, error_message, error_id, cancelled_count, attempts,"
+            " finished_at, line, extra FROM rows ORDER BY seq",
+            (Outcome.UNCONFIRMED.value, Outcome.NOT_ATTEMPTED.value),
+        )
+        width = len(self.meta().get("extra_columns", []))
+        empty = ("",) * width
+        while True:
+            batch = cur.fetchmany(chunk_rows)
+            if not batch:
+                return
+            out = []
+            for row in batch:
+                if outcomes is not None and row[3] not in outcomes:
+                    continue
+                extra = tuple(orjson.loads(row[-1])) if row[-1] else empty
+                out.append(row[:-1] + extra)
+            if out:
+                yield out
+
+    # ---------------------------------------------------------------- internals
+
+    def _begin(self) -> None:
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN")
+
+    def _scalar(self, sql: str) -> int:
+        return int(self._conn.execute(sql).fetchone()[0])
+
+
+assert RESULT_COLUMNS[:3] == ("umid", "subaccount_id", "kind")  # iter_results' column order
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: memory stays flat however large the input
+    conn.execute("PRAGMA temp_store = FILE")
+    return conn
+
+
+def _lock(path: Path) -> int:
+    """Take the run lock beside the ledger, so overlapping runs (cron) cannot collide."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise LedgerError(
+            f"{path}: another bulk-cancel run (pid {holder}) is using this ledger; "
+            "wait for it to finish or choose another --output"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def _unlock(fd: int) -> None:
+    if fd >= 0:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

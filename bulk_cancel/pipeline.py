@@ -1,0 +1,398 @@
+"""Moves rows from the ledger to the API and their outcomes back, within the rate limits.
+
+One *lane* per subaccount: a feeder takes the next rows from the ledger, marks them ``SENT``
+and commits *before* handing them to the lane's workers, so a kill -9 never loses a request
+that left. Workers pace themselves on the lane's :class:`~bulk_cancel.policy.RateGate` and the
+global per-IP cap, send, judge the answer, retry within the :class:`~bulk_cancel.policy.RetryPolicy`,
+and record the final result. A failure for one row is a value; only the stop conditions
+(key refused, subaccount refused, failure threshold, an interrupt) end lanes early.
+
+The pipeline depends on the :class:`~bulk_cancel.client.Canceller` protocol only, so it is
+tested with a scripted fake as well as against the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+from aiolimiter import AsyncLimiter
+
+from .client import Canceller, Exchange
+from .ledger import Ledger, WorkItem
+from .model import Outcome, Result, Target
+from .policy import Concurrency, RateGate, RetryPolicy, Stop, Verdict, judge
+
+#: Most subaccount lanes running at once (a file can name thousands of subaccounts).
+MAX_ACTIVE_LANES: Final = 16
+#: How often buffered outcomes are committed even when no new rows are being taken.
+_FLUSH_INTERVAL_S: Final = 0.1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineSettings:
+    """How fast and how persistently to send."""
+
+    rate_per_s: float = 1500.0
+    """Most requests per second per subaccount, never exceeded in any one-second window."""
+    ip_rate_per_s: float = 3000.0
+    """Most requests per second over all subaccounts (8x8's per-IP limit)."""
+    concurrency: int | None = None
+    """Most requests in flight per lane; ``None`` sizes it from rate × latency (up to 512)."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    failure_threshold: float = 0.5
+    """Stop when more than this share of the first *failure_window* answered rows ``failed``."""
+    failure_window: int = 1000
+    drain_timeout_s: float = 10.0
+    """On an interrupt, how long in-flight requests may take to finish."""
+
+
+class StopReason:
+    """Why a run ended early (plain strings, so they serialise into the summary as they are)."""
+
+    AUTH = "auth_failed"
+    SUBACCOUNT = "subaccount_rejected"
+    THRESHOLD = "failure_threshold"
+    INTERRUPTED = "interrupted"
+    FATAL = "fatal_answer"
+
+
+@dataclass(slots=True)
+class Progress:
+    """Live figures, read by progress displays; updated in place by the pipeline."""
+
+    total: int = 0
+    done: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    rate_per_s: float = 0.0
+    target_rate_per_s: float = 0.0
+    in_flight_limit: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class RunReport:
+    """How the sending phase ended."""
+
+    stop_reason: str | None = None
+    stop_detail: str | None = None
+    rejected_subaccounts: list[str] = field(default_factory=list)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class _Recorder:
+    """Buffers final results and commits them with the feeders' batches, or every 100 ms."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._buffer: list[tuple[int, Result, bool]] = []
+
+    def add(self, seq: int, result: Result, ambiguous: bool) -> None:
+        self._buffer.append((seq, result, ambiguous))
+
+    def flush(self) -> None:
+        if self._buffer:
+            self.ledger.record(self._buffer)
+            self._buffer = []
+        self.ledger.commit()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _FLUSH_INTERVAL_S)
+            self.flush()
+
+
+class Pipeline:
+    """Sends every row the ledger still has to send. Use :meth:`run` once."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        canceller: Canceller,
+        settings: PipelineSettings,
+        *,
+        progress: Progress | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._canceller = canceller
+        self._settings = settings
+        self.progress = progress or Progress()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._recorder = _Recorder(ledger)
+        self._stopping = asyncio.Event()  # stop taking new rows (all lanes)
+        self.report = RunReport()
+        self._first_answers = 0
+        self._first_failures = 0
+        self._gates: dict[str, RateGate] = {}
+        ip_burst = max(1, round(settings.ip_rate_per_s * 0.01))
+        # The per-IP cap never changes, so aiolimiter's fixed leaky bucket fits; a small bucket
+        # (burst) at rate - burst keeps any one-second window under the cap.
+        self._ip_limiter = AsyncLimiter(
+            ip_burst, ip_burst / max(1.0, settings.ip_rate_per_s - ip_burst)
+        )
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self, reason: str, detail: str | None = None) -> None:
+        """Stop taking new rows; in-flight requests finish; the rest stay ``not_attempted``."""
+        if self.report.stop_reason is None:
+            self.report.stop_reason = reason
+            self.report.stop_detail = detail
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> RunReport:
+        """Send everything still to send; return how it ended."""
+        lanes = self._ledger.lanes()
+        self.progress.total = sum(n for _, n in lanes)
+        self.progress.target_rate_per_s = self._settings.rate_per_s
+        self._ip_limited = len(lanes) > 1 and self._settings.ip_rate_per_s < (
+            self._settings.rate_per_s * len(lanes)
+        )
+        window = min(self._settings.failure_window, max(1, self.progress.total))
+        self._window = window
+        flusher_stop = asyncio.Event()
+        flusher = asyncio.create_task(self._recorder.run(flusher_stop))
+        try:
+            slots = asyncio.Semaphore(MAX_ACTIVE_LANES)
+
+            async def one_lane(sub: str) -> None:
+                async with slots:
+                    if not self.stopping:
+                        await self._lane(sub)
+
+            async with asyncio.TaskGroup() as group:
+                for sub, _ in lanes:
+                    group.create_task(one_lane(sub))
+        finally:
+            flusher_stop.set()
+            await flusher
+            self._recorder.flush()
+        return self.report
+
+    async def _lane(self, sub: str) -> None:
+        s = self._settings
+        gate = RateGate(s.rate_per_s)
+        self._gates[sub] = gate
+        concurrency = Concurrency(s.concurrency or 512, auto=s.concurrency is None)
+        workers = concurrency.cap
+        batch = max(8, min(256, round(s.rate_per_s / 20)))
+        # Unbounded queue so end-of-work sentinels never block; `room` bounds the rows that are
+        # marked SENT but still waiting for a worker (at most two batches).
+        queue: asyncio.Queue[WorkItem | None] = asyncio.Queue()
+        room = asyncio.Semaphore(batch)
+        lane_stop = asyncio.Event()
+
+        def halted() -> bool:
+            return self.stopping or lane_stop.is_set()
+
+        def drain() -> None:
+            """Give queued rows back to the ledger as never sent, and wake everyone to leave."""
+            seqs = []
+            while not queue.empty():
+                item = queue.get_nowait()
+                if item is not None:
+                    seqs.append(item.seq)
+                    room.release()
+            self._ledger.release(seqs)
+            for _ in range(workers):
+                queue.put_nowait(None)
+            concurrency.open_all()
+
+        async def feed() -> None:
+            after = 0
+            while not halted():
+                items = self._ledger.next_work(sub, after, batch)
+                self._recorder.flush()  # the SENT marks are durable before any request leaves
+                if not items:
+                    break
+                after = items[-1].seq
+                for n, item in enumerate(items):
+                    await room.acquire()
+                    if halted():
+                        self._ledger.release([i.seq for i in items[n:]])
+                        return
+                    queue.put_nowait(item)
+            if not halted():
+                for _ in range(workers):
+                    queue.put_nowait(None)
+
+        async def work(index: int) -> None:
+            while True:
+                await concurrency.admit(index)
+                item = await queue.get()
+                if item is None:
+                    return
+                room.release()
+                if halted():
+                    self._ledger.release([item.seq])
+                    continue
+                verdict = await self._process(item, gate, concurrency)
+                if (
+                    verdict is not None
+                    and verdict.stop is Stop.SUBACCOUNT
+                    and not lane_stop.is_set()
+                ):
+                    lane_stop.set()
+                    self.report.rejected_subaccounts.append(sub)
+
+        async def watch() -> None:
+            stop_wait = asyncio.ensure_future(self._stopping.wait())
+            lane_wait = asyncio.ensure_future(lane_stop.wait())
+            try:
+                await asyncio.wait({stop_wait, lane_wait}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop_wait.cancel()
+                lane_wait.cancel()
+            drain()
+
+        feeder = asyncio.create_task(feed())
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.gather(*(work(i) for i in range(workers)))
+            await feeder
+        finally:
+            for task in (feeder, watcher):
+                task.cancel()
+            await asyncio.gather(feeder, watcher, return_exceptions=True)
+            self._gates.pop(sub, None)
+
+    # ------------------------------------------------------------------ one row
+
+    async def _process(
+        self, item: WorkItem, gate: RateGate, concurrency: Concurrency
+    ) -> Verdict | None:
+        """Send *item* until it has a final outcome, the budget is spent, or the run stops."""
+        policy = self._settings.retry
+        target = Target(subaccount=item.subaccount, id=item.target_id, kind=item.kind)
+        ambiguous = item.ambiguous
+        attempts = 0
+        started = self._clock()
+        progress = self.progress
+        exchange = Exchange()
+        while True:
+            await gate.acquire()
+            if self._ip_limited:
+                await self._ip_limiter.acquire()
+            sent_at = self._clock()
+            exchange = await self._canceller.cancel(target)
+            attempts += 1
+            progress.requests += 1
+            concurrency.observe(self._clock() - sent_at, gate.rate_per_s)
+            progress.rate_per_s = gate.rate_per_s
+            progress.in_flight_limit = concurrency.limit
+            verdict = judge(exchange, was_ambiguous=ambiguous)
+            ambiguous = ambiguous or verdict.ambiguous
+            if verdict.throttled:
+                progress.throttled += 1
+                gate.throttled(verdict.retry_after_s)
+            if verdict.outcome is not None:
+                self._finish(item, _result(verdict, exchange, attempts), ambiguous)
+                if verdict.stop is Stop.RUN:
+                    reason = (
+                        StopReason.AUTH
+                        if verdict.outcome is Outcome.AUTH_FAILED
+                        else StopReason.FATAL
+                    )
+                    self.stop(reason, _describe(exchange, verdict))
+                return verdict
+            wait = 0.0 if verdict.throttled else policy.backoff_s(attempts, None, self._rng)
+            budget_wait = (
+                verdict.retry_after_s if verdict.throttled and verdict.retry_after_s else wait
+            )
+            if policy.gives_up(attempts, self._clock() - started, budget_wait):
+                failed = Result(
+                    outcome=Outcome.FAILED,
+                    http_status=exchange.status,
+                    error_code=exchange.code,
+                    error_message=f"gave up after {attempts} attempts: {_describe(exchange, verdict)}",
+                    error_id=exchange.error_id,
+                    attempts=attempts,
+                    finished_at=_now_iso(),
+                )
+                self._finish(item, failed, ambiguous)
+                return verdict
+            progress.retries += 1
+            if self.stopping:
+                break
+            if wait:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), wait)
+            if self.stopping:
+                break
+        # Interrupted between attempts: an ambiguous row stays SENT (resume treats it so);
+        # a row whose attempts certainly changed nothing goes back to PENDING.
+        if not ambiguous:
+            self._ledger.release([item.seq])
+        return None
+
+    def _finish(self, item: WorkItem, result: Result, ambiguous: bool) -> None:
+        self._recorder.add(item.seq, result, ambiguous)
+        progress = self.progress
+        progress.done += 1
+        progress.counts[result.outcome.value] += 1
+        if self._first_answers < self._window:
+            self._first_answers += 1
+            if result.outcome is Outcome.FAILED:
+                self._first_failures += 1
+                if self._first_failures > self._settings.failure_threshold * self._window:
+                    self.stop(
+                        StopReason.THRESHOLD,
+                        f"more than {self._settings.failure_threshold:.0%} of the first "
+                        f"{self._window} answered rows failed (last: {result.error_message})",
+                    )
+
+
+def _result(verdict: Verdict, exchange: Exchange, attempts: int) -> Result:
+    outcome = verdict.outcome
+    assert outcome is not None
+    message = exchange.message
+    if outcome is Outcome.UNCONFIRMED:
+        message = "an earlier attempt's answer was lost; this one found nothing left to cancel"
+    elif verdict.detail and outcome is Outcome.FAILED:
+        message = verdict.detail if not message else f"{verdict.detail}: {message}"
+    return Result(
+        outcome=outcome,
+        http_status=exchange.status,
+        error_code=exchange.code,
+        error_message=message,
+        error_id=exchange.error_id,
+        cancelled_count=exchange.cancelled_count,
+        attempts=attempts,
+        finished_at=_now_iso(),
+    )
+
+
+def _describe(exchange: Exchange, verdict: Verdict) -> str:
+    if exchange.status is None:
+        return exchange.transport_error or "no answer"
+    parts = [f"HTTP {exchange.status}"]
+    if exchange.code is not None:
+        parts.append(f"code {exchange.code}")
+    if exchange.message:
+        parts.append(exchange.message)
+    elif verdict.detail:
+        parts.append(verdict.detail)
+    return " ".join(parts)

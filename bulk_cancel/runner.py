@@ -1,0 +1,451 @@
+"""One ``bulk-cancel run`` from start to finish: ledger, ingest, send, results.
+
+Phase 1 reads the whole input into the ledger (normalised, de-duplicated): bad input fails here,
+before a single request. Phase 2 sends what the ledger still has to send. Results and summary are
+rebuilt from the ledger and written atomically, whatever way phase 2 ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import tempfile
+import time
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import readers, writers
+from .client import CancelClient, Canceller, ClientSettings
+from .errors import ExitCode, InputError, LedgerError
+from .ledger import Ledger, ledger_path
+from .model import RESULT_COLUMNS, Kind, Outcome, Result
+from .pipeline import Pipeline, PipelineSettings, Progress, RunReport, StopReason
+from .settings import RunSettings
+
+log = structlog.get_logger("bulk_cancel")
+
+#: Outcomes written to ``<name>.errors.csv`` by ``--split``: the rows worth another look.
+ERROR_OUTCOMES = frozenset(
+    {
+        Outcome.FAILED,
+        Outcome.NOT_ATTEMPTED,
+        Outcome.UNCONFIRMED,
+        Outcome.AUTH_FAILED,
+        Outcome.SUBACCOUNT_REJECTED,
+        Outcome.INVALID_UMID,
+    }
+)
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What the command reports when a run ends."""
+
+    exit_code: ExitCode
+    summary: dict[str, Any]
+    summary_path: Path | None = None
+    message: str | None = None
+    plan: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class _Ingest:
+    input_rows: int = 0
+    duplicates: int = 0
+    blank_rows: int = 0
+    extra_columns: list[str] = field(default_factory=list)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def resume_command(settings: RunSettings) -> str:
+    """The exact command that finishes an interrupted run."""
+    parts = ["bulk-cancel", "run"]
+    if settings.input is not None:
+        parts += ["--input", settings.input]
+    parts += ["--output", str(settings.output), "--resume"]
+    return shlex.join(parts)
+
+
+class Runner:
+    """Runs one job; :meth:`run` is the only entry point."""
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        api_key: str,
+        *,
+        canceller: Canceller | None = None,
+        progress: Progress | None = None,
+        stdin: Any = None,
+    ) -> None:
+        self.settings = settings
+        self._api_key = api_key
+        self._canceller = canceller
+        self.progress = progress or Progress()
+        self._stdin = stdin
+        self.pipeline: Pipeline | None = None
+        self._signal: int | None = None
+
+    # ------------------------------------------------------------------ phases
+
+    def _open_source(self) -> readers.InputSource:
+        s = self.settings
+        assert s.input is not None
+        return readers.open_input(
+            s.input,
+            column=s.column,
+            subaccount_column=s.subaccount_column,
+            default_subaccount=s.subaccount,
+            sheet=s.sheet,
+            encoding=s.encoding,
+            stdin=self._stdin,
+        )
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """Settings that change what is sent: a resume must use the same."""
+        s = self.settings
+        return {
+            "subaccount": s.subaccount,
+            "column": s.column,
+            "subaccount_column": s.subaccount_column,
+            "sheet": s.sheet,
+            "batch_id": s.batch_id,
+            "base_url": s.base_url,
+        }
+
+    def _ingest(self, ledger: Ledger, source: readers.InputSource | None) -> _Ingest:
+        stats = _Ingest()
+        s = self.settings
+        if source is None:  # a single --batch-id, no input file
+            assert s.batch_id is not None and s.subaccount is not None
+            stats.input_rows = 1
+            ledger.add([(s.subaccount, s.batch_id.strip().lower(), Kind.BATCH, 0, None, None)])
+        else:
+            stats.extra_columns = list(source.extra_columns)
+            ledger.set_meta({"extra_columns": stats.extra_columns})
+            now = _now()
+            for chunk in source:
+                stats.input_rows += len(chunk)
+                if s.max_rows is not None and stats.input_rows > s.max_rows:
+                    raise InputError(
+                        f"{s.input}: more than max_rows={s.max_rows} rows; raise --max-rows "
+                        "if this many cancels is intended"
+                    )
+                stats.duplicates += ledger.add(
+                    (
+                        row.subaccount,
+                        row.target_id,
+                        row.kind,
+                        row.line,
+                        row.extra,
+                        None
+                        if row.problem is None
+                        else Result(outcome=row.problem, error_message=row.detail, finished_at=now),
+                    )
+                    for row in chunk
+                )
+            stats.blank_rows = source.blank_rows
+        ledger.set_meta(
+            {
+                "ingest_complete": True,
+                "input_rows": stats.input_rows,
+                "duplicates": stats.duplicates,
+                "blank_rows": stats.blank_rows,
+            }
+        )
+        ledger.finish_ingest()
+        log.info(
+            "ingest.done",
+            input_rows=stats.input_rows,
+            duplicates=stats.duplicates,
+            blank_rows=stats.blank_rows,
+        )
+        return stats
+
+    def _prepare(self) -> Ledger:
+        """Open or create the ledger and make sure it holds the whole input."""
+        s = self.settings
+        path = ledger_path(s.output)
+        if s.retry_failed:
+            ledger = Ledger.open(path)
+            if not ledger.meta().get("ingest_complete"):
+                ledger.close()
+                raise LedgerError(
+                    f"{path}: the earlier run never finished reading its input; "
+                    "use --resume with the same --input instead of --retry-failed"
+                )
+            reopened = ledger.reopen_failures()
+            log.info("run.retry_failed", rows=reopened)
+            return ledger
+        source = self._open_source() if s.input is not None else None
+        if s.resume:
+            ledger = Ledger.open(path)
+            try:
+                meta = ledger.meta()
+                if source is not None:
+                    # Reading the input again costs a few seconds on millions of rows, and is
+                    # the only way to be sure the rows match: compare checksums first.
+                    checksum = source.checksum()
+                    if meta.get("input_checksum") not in (None, checksum):
+                        raise LedgerError(
+                            f"{s.input}: not the input of the run in {path} (checksum differs); "
+                            "resume with the original file, or start afresh with another --output"
+                        )
+                changed = {
+                    k: (meta.get("settings", {}).get(k), v)
+                    for k, v in self._fingerprint().items()
+                    if meta.get("settings", {}).get(k) != v
+                }
+                if changed:
+                    what = ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items())
+                    raise LedgerError(
+                        f"{path}: --resume with settings that change what is sent ({what}); "
+                        "use the original settings, or start afresh with another --output"
+                    )
+                if not meta.get("ingest_complete"):
+                    # Killed while reading: nothing was sent yet, so read it all again.
+                    ledger.close()
+                    path.unlink()
+                    return self._create(path, source)
+                reopened = ledger.reopen_failures()
+                log.info("run.resume", ledger=str(path), reopened=reopened)
+                return ledger
+            except BaseException:
+                with suppress(Exception):
+                    ledger.close()
+                raise
+        return self._create(path, source)
+
+    def _create(self, path: Path, source: readers.InputSource | None) -> Ledger:
+        s = self.settings
+        meta: dict[str, Any] = {
+            "created_at": _now(),
+            "input": s.input,
+            "settings": self._fingerprint(),
+        }
+        if source is not None and s.input != "-":
+            meta["input_checksum"] = source.checksum()
+        ledger = Ledger.create(path, meta)
+        try:
+            self._ingest(ledger, source)
+            if source is not None and s.input == "-":
+                ledger.set_meta({"input_checksum": source.checksum()})
+                ledger.commit()
+        except BaseException:
+            # Nothing was sent: leave no ledger behind, so the fixed input can simply run again.
+            ledger.close()
+            for suffix in ("", "-wal", "-shm", ".lock"):
+                with suppress(FileNotFoundError):
+                    Path(str(path) + suffix).unlink()
+            raise
+        return ledger
+
+    # ------------------------------------------------------------------ dry run
+
+    def plan(self) -> dict[str, Any]:
+        """Read, validate and de-duplicate into a throw-away ledger; send nothing."""
+        with tempfile.TemporaryDirectory(prefix="bulk-cancel-plan-") as tmp:
+            source = self._open_source() if self.settings.input is not None else None
+            ledger = Ledger.create(Path(tmp) / "plan.ledger.sqlite", {"settings": {}})
+            try:
+                stats = self._ingest(ledger, source)
+                lanes = ledger.lanes()
+                counts = ledger.counts()
+            finally:
+                ledger.close()
+        to_send = sum(n for _, n in lanes)
+        rate = self.settings.rate_per_s
+        return {
+            "input_rows": stats.input_rows,
+            "unique": sum(counts.values()),
+            "duplicates": stats.duplicates,
+            "blank_rows": stats.blank_rows,
+            "to_send": to_send,
+            "invalid_locally": {k: v for k, v in counts.items() if k != Outcome.NOT_ATTEMPTED},
+            "per_subaccount": dict(lanes),
+            "rate_per_s": rate,
+            "expected_duration_s": round(max((n for _, n in lanes), default=0) / rate, 1),
+            "base_url": self.settings.base_url,
+        }
+
+    # ------------------------------------------------------------------ the run
+
+    async def run(self) -> RunResult:
+        """Prepare, send and write results; never raises for one row's failure."""
+        s = self.settings
+        started_wall = _now()
+        started = time.monotonic()
+        ledger = self._prepare()
+        report = RunReport()
+        try:
+            ledger.set_meta({"last_run_started_at": started_wall})
+            ledger.commit()
+            log.info(
+                "run.started", base_url=s.base_url, rate_per_s=s.rate_per_s, ledger=str(ledger.path)
+            )
+            report = await self._send(ledger)
+            meta = ledger.meta()
+            requests = int(meta.get("requests", 0)) + self.progress.requests
+            retries = int(meta.get("retries", 0)) + self.progress.retries
+            ledger.set_meta({"requests": requests, "retries": retries})
+            ledger.commit()
+            summary = self._summary(ledger, report, started_wall, time.monotonic() - started)
+            self._write_outputs(ledger, summary)
+        finally:
+            ledger.close()
+        return RunResult(
+            exit_code=ExitCode(summary["exit_code"]),
+            summary=summary,
+            summary_path=writers.summary_path(s.output),
+            message=self._closing_message(report),
+        )
+
+    async def _send(self, ledger: Ledger) -> RunReport:
+        s = self.settings
+        pipeline_settings = PipelineSettings(
+            rate_per_s=s.rate_per_s,
+            ip_rate_per_s=s.ip_rate_per_s,
+            concurrency=s.concurrency,
+            retry=s.retry,
+            failure_threshold=s.failure_threshold,
+            failure_window=s.failure_window,
+        )
+        if self._canceller is not None:
+            self.pipeline = Pipeline(
+                ledger, self._canceller, pipeline_settings, progress=self.progress
+            )
+            return await self._run_with_signals(self.pipeline)
+        client_settings = ClientSettings(
+            base_url=s.base_url,
+            timeout_s=s.timeout_s,
+            max_connections=s.concurrency or 512,
+        )
+        async with CancelClient(client_settings, self._api_key) as client:
+            self.pipeline = Pipeline(ledger, client, pipeline_settings, progress=self.progress)
+            return await self._run_with_signals(self.pipeline)
+
+    async def _run_with_signals(self, pipeline: Pipeline) -> RunReport:
+        """SIGINT/SIGTERM: stop taking rows, let in-flight finish (bounded); a second one exits now."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(pipeline.run())
+
+        def on_signal(signum: int) -> None:
+            if self._signal is not None:
+                # Second signal: leave at once. Every SQLite statement is atomic, so the ledger
+                # is consistent as it stands; rows in flight stay SENT and resume as ambiguous.
+                pipeline._ledger.commit()
+                os._exit(128 + signum)
+            self._signal = signum
+            log.warning("run.interrupted", signal=signal.Signals(signum).name)
+            pipeline.stop(StopReason.INTERRUPTED, signal.Signals(signum).name)
+            loop.call_later(pipeline._settings.drain_timeout_s, task.cancel)
+
+        installed = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if self._signal is None:
+                raise
+            # The drain timeout passed: requests still in flight stay SENT (reported unconfirmed).
+            return pipeline.report
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+
+    # ------------------------------------------------------------------ reporting
+
+    def _summary(
+        self, ledger: Ledger, report: RunReport, started_at: str, elapsed_s: float
+    ) -> dict[str, Any]:
+        s = self.settings
+        meta = ledger.meta()
+        counts = ledger.counts()
+        unique, cancelled_total = ledger.totals()
+        if (
+            report.stop_reason in (StopReason.AUTH, StopReason.SUBACCOUNT)
+            or report.rejected_subaccounts
+        ):
+            exit_code = ExitCode.REJECTED
+        elif self._signal is not None:
+            exit_code = ExitCode.SIGINT if self._signal == signal.SIGINT else ExitCode.SIGTERM
+        elif counts.get(Outcome.FAILED, 0) or counts.get(Outcome.NOT_ATTEMPTED, 0):
+            exit_code = ExitCode.INCOMPLETE
+        else:
+            exit_code = ExitCode.OK
+        summary: dict[str, Any] = {
+            "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
+            "cancelled_total": cancelled_total,
+            "input_rows": meta.get("input_rows", 0),
+            "unique": unique,
+            "duplicates": meta.get("duplicates", 0),
+            "blank_rows": meta.get("blank_rows", 0),
+            "requests": meta.get("requests", 0),
+            "retries": meta.get("retries", 0),
+            "requests_this_run": self.progress.requests,
+            "throttled_this_run": self.progress.throttled,
+            "started_at": started_at,
+            "finished_at": _now(),
+            "elapsed_s": round(elapsed_s, 3),
+            "achieved_rate_per_s": round(self.progress.requests / elapsed_s, 1)
+            if elapsed_s
+            else 0.0,
+            "exit_code": int(exit_code),
+            "stop_reason": report.stop_reason,
+            "stop_detail": report.stop_detail,
+            "rejected_subaccounts": report.rejected_subaccounts,
+            "results": str(s.output),
+            "ledger": str(ledger.path),
+            "settings": s.public(),
+        }
+        if exit_code != ExitCode.OK:
+            summary["resume_command"] = resume_command(s)
+        return summary
+
+    def _write_outputs(self, ledger: Ledger, summary: dict[str, Any]) -> None:
+        s = self.settings
+        columns = [*RESULT_COLUMNS, *ledger.meta().get("extra_columns", [])]
+        writers.write_results(s.output, columns, ledger.iter_results(), summary=summary)
+        writers.write_summary(writers.summary_path(s.output), summary)
+        if s.split:
+            wanted = frozenset(o.value for o in ERROR_OUTCOMES)
+            writers.write_errors(
+                writers.errors_path(s.output), columns, ledger.iter_results(outcomes=wanted)
+            )
+        if s.metrics_file is not None:
+            writers.write_metrics(s.metrics_file, summary, job=s.job)
+        log.info("run.finished", **{k: summary[k] for k in ("counts", "exit_code", "elapsed_s")})
+
+    def _closing_message(self, report: RunReport) -> str | None:
+        s = self.settings
+        if report.stop_reason == StopReason.AUTH:
+            return (
+                f"the API rejected the key ({report.stop_detail}); remaining rows were not sent. "
+                f"Check {'EIGHTX8_API_KEY'} and the region's host, then: {resume_command(s)}"
+            )
+        if report.rejected_subaccounts:
+            subs = ", ".join(report.rejected_subaccounts)
+            return (
+                f"the API rejected subaccount(s) {subs} (code 1001: not in this key's account); "
+                "their remaining rows were not sent"
+            )
+        if report.stop_reason == StopReason.THRESHOLD:
+            return f"stopped: {report.stop_detail}. Fix the cause, then: {resume_command(s)}"
+        if report.stop_reason == StopReason.FATAL:
+            return f"stopped: {report.stop_detail}"
+        if report.stop_reason == StopReason.INTERRUPTED:
+            return f"interrupted; nothing is lost. To finish: {resume_command(s)}"
+        return None

@@ -1,0 +1,49 @@
+"""Shared fixtures: real files in tmp_path, a real ledger, a scripted canceller."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from bulk_cancel.client import Exchange
+from bulk_cancel.ledger import Ledger
+from bulk_cancel.model import Kind, Target
+
+API_KEY = "sk_test_7f3c9a1e5b2d4c6e8a0b"
+
+
+def umids(n: int, *, seed: int = 0) -> list[str]:
+    """*n* distinct, reproducible, lowercase UUIDs."""
+    return [str(uuid.UUID(int=(seed << 64) + i + 1, version=4)) for i in range(n)]
+
+
+class ScriptedCanceller:
+    """A Canceller that answers from a script: a function of (target, attempt number)."""
+
+    def __init__(self, answer: Callable[[Target, int], Exchange]) -> None:
+        self.answer = answer
+        self.calls: list[Target] = []
+        self._attempts: dict[Target, int] = {}
+
+    async def cancel(self, target: Target) -> Exchange:
+        self.calls.append(target)
+        n = self._attempts.get(target, 0) + 1
+        self._attempts[target] = n
+        return self.answer(target, n)
+
+
+def make_ledger(path: Path, rows: Sequence[tuple[str, str]]) -> Ledger:
+    """A ledger holding (subaccount, umid) rows, ingest finished."""
+    ledger = Ledger.create(path, {"settings": {}})
+    ledger.add((sub, u, Kind.MESSAGE, i + 2, None, None) for i, (sub, u) in enumerate(rows))
+    ledger.set_meta({"ingest_complete": True})
+    ledger.finish_ingest()
+    return ledger
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    return tmp_path / "results.ledger.sqlite"

@@ -1,0 +1,204 @@
+"""The pipeline against a scripted canceller and a real SQLite ledger: no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import ScriptedCanceller, make_ledger, umids
+
+from bulk_cancel.client import Exchange
+from bulk_cancel.ledger import Ledger
+from bulk_cancel.model import Target
+from bulk_cancel.pipeline import Pipeline, PipelineSettings, StopReason
+from bulk_cancel.policy import RetryPolicy
+
+FAST = RetryPolicy(max_attempts=4, max_elapsed_s=5, initial_backoff_s=0.001, max_backoff_s=0.01)
+OK = Exchange(status=200, cancelled_count=1)
+ZERO = Exchange(status=200, cancelled_count=0)
+GONE = Exchange(status=404, code=1300, message="Message not found.")
+BUSY = Exchange(status=503)
+
+
+def settings(**kw: object) -> PipelineSettings:
+    base: dict[str, object] = {"rate_per_s": 100_000, "concurrency": 8, "retry": FAST}
+    base.update(kw)
+    return PipelineSettings(**base)  # type: ignore[arg-type]
+
+
+def outcomes(ledger: Ledger) -> dict[str, str]:
+    return {row[0]: row[3] for chunk in ledger.iter_results() for row in chunk}
+
+
+async def run(ledger: Ledger, canceller: ScriptedCanceller, **kw: object) -> Pipeline:
+    pipeline = Pipeline(ledger, canceller, settings(**kw))
+    await pipeline.run()
+    return pipeline
+
+
+async def test_every_row_gets_one_final_outcome(ledger_path: Path) -> None:
+    """Each unique row is sent once and ends with exactly one outcome."""
+    ids = umids(500)
+    ledger = make_ledger(ledger_path, [("sub_a", u) for u in ids])
+    fake = ScriptedCanceller(lambda t, n: OK)
+    pipeline = await run(ledger, fake)
+    assert sorted(t.id for t in fake.calls) == sorted(ids)
+    assert ledger.counts() == {"cancelled": 500}
+    assert pipeline.progress.requests == 500
+    ledger.close()
+
+
+async def test_transient_then_success_is_cancelled(ledger_path: Path) -> None:
+    """A 503 followed by 200/1 is `cancelled` after two attempts."""
+    ledger = make_ledger(ledger_path, [("sub_a", umids(1)[0])])
+    fake = ScriptedCanceller(lambda t, n: BUSY if n == 1 else OK)
+    pipeline = await run(ledger, fake)
+    row = next(iter(ledger.iter_results()))[0]
+    assert row[3] == "cancelled"
+    assert row[9] == 2  # attempts
+    assert pipeline.progress.retries == 1
+    ledger.close()
+
+
+async def test_lost_answer_then_nothing_to_cancel_is_unconfirmed(ledger_path: Path) -> None:
+    """After a 5xx or a timeout, a 200/0 or a 404 is `unconfirmed`, never a confident answer."""
+    ids = umids(4)
+    ledger = make_ledger(ledger_path, [("sub_a", u) for u in ids])
+    first = {
+        ids[0]: BUSY,
+        ids[1]: Exchange(transport_error="timeout"),
+        ids[2]: Exchange(status=200, body_ok=False, message="{"),
+        ids[3]: BUSY,
+    }
+    later = {ids[0]: ZERO, ids[1]: GONE, ids[2]: ZERO, ids[3]: OK}
+    fake = ScriptedCanceller(lambda t, n: first[t.id] if n == 1 else later[t.id])
+    await run(ledger, fake)
+    assert outcomes(ledger) == {
+        ids[0]: "unconfirmed",
+        ids[1]: "unconfirmed",
+        ids[2]: "unconfirmed",
+        ids[3]: "cancelled",
+    }
+    ledger.close()
+
+
+async def test_refusals_that_applied_nothing_keep_answers_confident(ledger_path: Path) -> None:
+    """A 429 or a connection that was never made cannot have cancelled anything."""
+    ids = umids(2)
+    ledger = make_ledger(ledger_path, [("sub_a", u) for u in ids])
+    first = {
+        ids[0]: Exchange(status=429, retry_after="0"),
+        ids[1]: Exchange(transport_error="ClientConnectorError", request_sent=False),
+    }
+    fake = ScriptedCanceller(
+        lambda t, n: first[t.id] if n == 1 else (ZERO if t.id == ids[0] else GONE)
+    )
+    await run(ledger, fake)
+    assert outcomes(ledger) == {ids[0]: "not_cancellable", ids[1]: "not_found"}
+    ledger.close()
+
+
+async def test_silent_resend_makes_nothing_to_cancel_unconfirmed(ledger_path: Path) -> None:
+    """When aiohttp re-sent the DELETE by itself, a 404 may be our own first send: `unconfirmed`."""
+    ledger = make_ledger(ledger_path, [("sub_a", umids(1)[0])])
+    fake = ScriptedCanceller(lambda t, n: Exchange(status=404, code=1300, resent=True))
+    await run(ledger, fake)
+    assert list(outcomes(ledger).values()) == ["unconfirmed"]
+    ledger.close()
+
+
+async def test_retry_budget_exhausted_is_failed(ledger_path: Path) -> None:
+    """Transient failures beyond max_attempts end as `failed`, with the last error kept."""
+    ledger = make_ledger(ledger_path, [("sub_a", umids(1)[0])])
+    fake = ScriptedCanceller(lambda t, n: Exchange(status=502, message="Bad gateway"))
+    await run(ledger, fake, failure_window=10)
+    row = next(iter(ledger.iter_results()))[0]
+    assert row[3] == "failed"
+    assert row[4] == 502
+    assert row[9] == FAST.max_attempts
+    assert "gave up after 4 attempts" in row[6]
+    ledger.close()
+
+
+async def test_rejected_key_stops_the_run(ledger_path: Path) -> None:
+    """A 401 stops everything: few requests, the rest `not_attempted`, stop reason auth."""
+    ids = umids(2000)
+    ledger = make_ledger(ledger_path, [("sub_a", u) for u in ids])
+    fake = ScriptedCanceller(lambda t, n: Exchange(status=401, code=1200, message="nope"))
+    pipeline = await run(ledger, fake, concurrency=4)
+    counts = ledger.counts()
+    assert pipeline.report.stop_reason == StopReason.AUTH
+    assert len(fake.calls) <= 4  # at most what was in flight when the first 401 came back
+    assert counts["auth_failed"] == len(fake.calls)
+    assert counts["not_attempted"] == 2000 - len(fake.calls)
+    ledger.close()
+
+
+async def test_rejected_subaccount_stops_only_its_lane(ledger_path: Path) -> None:
+    """Code 1001 stops that subaccount's rows; other subaccounts finish."""
+    good, bad = umids(300, seed=1), umids(300, seed=2)
+    rows = [("good_sub", u) for u in good] + [("bad_sub", u) for u in bad]
+    ledger = make_ledger(ledger_path, rows)
+
+    def answer(t: Target, n: int) -> Exchange:
+        return OK if t.subaccount == "good_sub" else Exchange(status=400, code=1001)
+
+    fake = ScriptedCanceller(answer)
+    pipeline = await run(ledger, fake, concurrency=2)
+    got = outcomes(ledger)
+    assert all(got[u] == "cancelled" for u in good)
+    assert {got[u] for u in bad} == {"subaccount_rejected", "not_attempted"}
+    assert sum(got[u] == "subaccount_rejected" for u in bad) <= 2
+    assert pipeline.report.rejected_subaccounts == ["bad_sub"]
+    ledger.close()
+
+
+async def test_failure_threshold_stops_early(ledger_path: Path) -> None:
+    """More than half of the first answers failing stops the run, leaving the rest unsent."""
+    ids = umids(400)
+    ledger = make_ledger(ledger_path, [("sub_a", u) for u in ids])
+    fake = ScriptedCanceller(lambda t, n: Exchange(status=418))
+    pipeline = await run(ledger, fake, failure_window=100, concurrency=2)
+    counts = ledger.counts()
+    assert pipeline.report.stop_reason == StopReason.THRESHOLD
+    assert 50 < counts["failed"] <= 53
+    assert counts["not_attempted"] == 400 - counts["failed"]
+    ledger.close()
+
+
+async def test_rows_in_flight_at_a_crash_resume_as_ambiguous(ledger_path: Path) -> None:
+    """A row marked SENT by a run that died is re-sent, and a 404 then means `unconfirmed`."""
+    ids = umids(3)
+    ledger = make_ledger(ledger_path, [("sub_a", u) for u in ids])
+    ledger.next_work("sub_a", 0, 2)  # marked SENT, then the process "died"
+    ledger.commit()
+    ledger.close()
+    ledger = Ledger.open(ledger_path)
+    fake = ScriptedCanceller(lambda t, n: GONE)
+    await run(ledger, fake)
+    assert outcomes(ledger) == {ids[0]: "unconfirmed", ids[1]: "unconfirmed", ids[2]: "not_found"}
+    ledger.close()
+
+
+async def test_stop_leaves_unsent_rows_pending(ledger_path: Path) -> None:
+    """An interrupt stops taking rows; what was never sent stays pending for --resume."""
+    ids = umids(1000)
+    ledger = make_ledger(ledger_path, [("sub_a", u) for u in ids])
+    holder: list[Pipeline] = []
+
+    def answer(t: Target, n: int) -> Exchange:
+        if len(fake.calls) == 50:
+            holder[0].stop(StopReason.INTERRUPTED)
+        return OK
+
+    fake = ScriptedCanceller(answer)
+    pipeline = Pipeline(ledger, fake, settings(concurrency=4))
+    holder.append(pipeline)
+    await pipeline.run()
+    counts = ledger.counts()
+    assert counts["cancelled"] == len(fake.calls)
+    assert counts["not_attempted"] == 1000 - len(fake.calls)
+    assert len(fake.calls) <= 50 + 4
+    ledger.close()
+    ledger = Ledger.open(ledger_path)
+    assert ledger.lanes() == [("sub_a", 1000 - len(fake.calls))]
+    ledger.close()
