@@ -1,0 +1,112 @@
+"""The SQLite ledger: de-duplication, states, locking, refusal to overwrite, results order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import make_ledger, umids
+
+from bulk_cancel.errors import LedgerError
+from bulk_cancel.ledger import Ledger, ledger_path
+from bulk_cancel.model import Kind, Outcome, Result
+
+
+def test_ledger_sits_beside_the_results() -> None:
+    """results.csv gets results.ledger.sqlite in the same folder."""
+    assert ledger_path(Path("out/results.csv")) == Path("out/results.ledger.sqlite")
+
+
+def test_duplicates_are_counted_not_stored(ledger_path: Path) -> None:
+    """The same (subaccount, kind, id) twice is one row; a different subaccount is another row."""
+    u = umids(2)
+    ledger = Ledger.create(ledger_path, {})
+    dups = ledger.add(
+        [
+            ("a_sub", u[0], Kind.MESSAGE, 2, None, None),
+            ("a_sub", u[0], Kind.MESSAGE, 3, None, None),
+            ("b_sub", u[0], Kind.MESSAGE, 4, None, None),
+            ("a_sub", u[0], Kind.BATCH, 5, None, None),
+            ("a_sub", u[1], Kind.MESSAGE, 6, None, None),
+        ]
+    )
+    ledger.finish_ingest()
+    assert dups == 1
+    assert ledger.totals() == (4, 0)
+    ledger.close()
+
+
+def test_local_results_are_final_and_never_sent(ledger_path: Path) -> None:
+    """A row rejected locally (invalid umid) is final at once and not offered to a lane."""
+    ledger = Ledger.create(ledger_path, {})
+    bad = Result(outcome=Outcome.INVALID_UMID, error_message="not a UUID (local check)")
+    ledger.add(
+        [
+            ("a_sub", "../x", Kind.MESSAGE, 2, None, bad),
+            ("a_sub", umids(1)[0], Kind.MESSAGE, 3, None, None),
+        ]
+    )
+    ledger.finish_ingest()
+    assert ledger.lanes() == [("a_sub", 1)]
+    assert ledger.counts() == {"invalid_umid": 1, "not_attempted": 1}
+    ledger.close()
+
+
+def test_existing_ledger_is_never_overwritten(ledger_path: Path) -> None:
+    """Creating over an earlier run's ledger is refused with how to resume."""
+    make_ledger(ledger_path, [("a_sub", umids(1)[0])]).close()
+    with pytest.raises(LedgerError, match="--resume"):
+        Ledger.create(ledger_path, {})
+
+
+def test_second_writer_is_locked_out(ledger_path: Path) -> None:
+    """While one run holds the ledger, another cannot open it."""
+    first = make_ledger(ledger_path, [("a_sub", umids(1)[0])])
+    with pytest.raises(LedgerError, match="another bulk-cancel run"):
+        Ledger.open(ledger_path)
+    first.close()
+    Ledger.open(ledger_path).close()
+
+
+def test_states_flow_and_results_keep_input_order(ledger_path: Path) -> None:
+    """Rows go pending → sent → final; results come back in input order with reported outcomes."""
+    u = umids(3)
+    ledger = make_ledger(ledger_path, [("a_sub", x) for x in u])
+    work = ledger.next_work("a_sub", 0, 2)
+    assert [w.target_id for w in work] == u[:2]
+    assert not any(w.ambiguous for w in work)
+    ledger.record(
+        [(work[0].seq, Result(outcome=Outcome.CANCELLED, cancelled_count=1, attempts=1), False)]
+    )
+    ledger.commit()
+    rows = [r for chunk in ledger.iter_results() for r in chunk]
+    assert [r[0] for r in rows] == u
+    assert [r[3] for r in rows] == ["cancelled", "unconfirmed", "not_attempted"]
+    ledger.close()
+
+
+def test_reopen_failures_keeps_ambiguity(ledger_path: Path) -> None:
+    """--retry-failed re-offers failed rows, still marked ambiguous if an answer was lost."""
+    u = umids(2)
+    ledger = make_ledger(ledger_path, [("a_sub", x) for x in u])
+    work = ledger.next_work("a_sub", 0, 2)
+    ledger.record(
+        [
+            (work[0].seq, Result(outcome=Outcome.FAILED, attempts=6), True),
+            (work[1].seq, Result(outcome=Outcome.NOT_FOUND, attempts=1), False),
+        ]
+    )
+    assert ledger.reopen_failures() == 1
+    again = ledger.next_work("a_sub", 0, 10)
+    assert [(w.target_id, w.ambiguous, w.attempts) for w in again] == [(u[0], True, 6)]
+    ledger.close()
+
+
+def test_extra_columns_come_back_with_results(ledger_path: Path) -> None:
+    """The input's other columns are stored per row and returned after the result columns."""
+    ledger = Ledger.create(ledger_path, {"extra_columns": ["campaign", "note"]})
+    ledger.add([("a_sub", umids(1)[0], Kind.MESSAGE, 2, ("spring", "007"), None)])
+    ledger.finish_ingest()
+    (row,) = next(iter(ledger.iter_results()))
+    assert row[-2:] == ("spring", "007")
+    ledger.close()
