@@ -109,7 +109,7 @@ async def _acquire_all(gate: RateGate, clock: FakeClock, n: int) -> list[float]:
     """Acquire n slots one after the other, advancing the fake clock by each wait."""
     times = []
     for _ in range(n):
-        start = gate._book(clock.now)  # noqa: SLF001 - pacing is checked on the booked slots
+        start = gate._book(clock.now)
         clock.now = max(clock.now, start)
         times.append(clock.now)
     return times
@@ -139,11 +139,11 @@ async def test_gate_halves_and_pauses_on_429_then_recovers() -> None:
     gate.throttled(2.0)
     gate.throttled(2.0)  # the same burst of refusals: no second halving
     assert gate.rate_per_s == pytest.approx(full / 2)
-    assert gate._book(clock.now) >= clock.now + 2.0  # noqa: SLF001
+    assert gate._book(clock.now) >= clock.now + 2.0
     clock.now += 60
     for _ in range(30):
         clock.now += 1.1
-        gate._recover(clock.now)  # noqa: SLF001
+        gate._recover(clock.now)
     assert gate.rate_per_s == pytest.approx(full)
 
 
