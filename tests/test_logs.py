@@ -1,0 +1,52 @@
+"""Logging: JSON lines off a TTY, stable event names, and the key redacted everywhere."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import structlog
+from conftest import API_KEY
+
+from bulk_cancel import logs
+
+
+def capture(**kw: object) -> io.StringIO:
+    stream = io.StringIO()
+    logs.configure(secrets=[API_KEY], stream=stream, **kw)  # type: ignore[arg-type]
+    return stream
+
+
+def test_json_lines_when_not_a_tty() -> None:
+    """Off a terminal every event is one JSON object with its dotted name and level."""
+    stream = capture()
+    structlog.get_logger().info("run.started", rate_per_s=1500)
+    event = json.loads(stream.getvalue())
+    assert (
+        event["event"] == "run.started" and event["level"] == "info" and event["rate_per_s"] == 1500
+    )
+    assert "timestamp" in event
+
+
+def test_key_is_redacted_in_values_nested_values_and_exceptions() -> None:
+    """The key never reaches a log line, wherever it hides in an event."""
+    stream = capture(level="debug")
+    log = structlog.get_logger()
+    log.debug("x.debug", header=f"Bearer {API_KEY}")
+    log.info("x.nested", data={"list": [API_KEY, ("a", API_KEY)]})
+    try:
+        raise RuntimeError(f"failed with {API_KEY}")
+    except RuntimeError:
+        log.exception("x.failed")
+    text = stream.getvalue()
+    assert API_KEY not in text
+    assert text.count(logs.REDACTED) >= 4
+
+
+def test_console_renderer_on_request() -> None:
+    """json=False renders for people (no JSON), still without the key."""
+    stream = capture(json=False)
+    structlog.get_logger().warning("settings.warning", message=f"key {API_KEY}")
+    assert "settings.warning" in stream.getvalue()
+    assert API_KEY not in stream.getvalue()
+    assert not stream.getvalue().startswith("{")
