@@ -102,9 +102,11 @@ async def _count_connection(
 def _connection_tracer() -> aiohttp.TraceConfig:
     """Trace hooks that count connections per request.
 
-    aiohttp re-sends an idempotent request (DELETE is one) once, silently, when a reused
-    keep-alive connection turns out closed (``ClientSession._request``, "retry_persistent_connection").
-    The first send may have reached the server. A request that acquired two connections was re-sent.
+    aiohttp re-sends an idempotent request (DELETE is one) once, silently, when the connection
+    drops before the answer (``ServerDisconnectedError`` / ``ClientOSError``; see
+    ``ClientSession._request``, "retry_persistent_connection"; in aiohttp 3.14 this happens on a
+    fresh connection too, not only a reused keep-alive one). The first send may have been applied.
+    A request that acquired two connections was re-sent.
     """
     tracer = aiohttp.TraceConfig(trace_config_ctx_factory=types.SimpleNamespace)
     tracer.on_connection_reuseconn.append(_count_connection)
