@@ -7,8 +7,8 @@ errors come back as an ``Exchange`` with ``transport_error`` set.
 
 from __future__ import annotations
 
+import re
 import ssl
-import types
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.parse import quote
@@ -27,6 +27,11 @@ _BATCH_PATH: Final = "/api/v1/subaccounts/{sub}/messages/batch/{id}"
 _MAX_MESSAGE_CHARS: Final = 300
 
 
+#: Characters ``quote(safe="")`` never encodes, less ``.``: a value made only of these (every
+#: canonical umid and most subaccount ids) is its own encoding, found in a quarter of the time.
+_PLAIN_SEGMENT: Final = re.compile(r"[A-Za-z0-9_~-]+")
+
+
 def segment(value: str) -> str:
     """Percent-encode *value* as a single URL path segment: ``/``, ``..``, ``?``, ``#`` cannot escape.
 
@@ -34,6 +39,8 @@ def segment(value: str) -> str:
     segment or a query; a lone ``.`` or ``..`` is encoded too, because it would be a dot-segment
     that URL normalisation removes (RFC 3986 §5.2.4).
     """
+    if _PLAIN_SEGMENT.fullmatch(value):
+        return value
     encoded = quote(value, safe="")
     if encoded in {".", ".."}:
         encoded = encoded.replace(".", "%2E")
@@ -85,33 +92,30 @@ class ClientSettings:
     user_agent: str = "bulk-cancel"
 
 
-class _Attempt(types.SimpleNamespace):
-    """Per-request trace context: how many connections this one request used."""
-
-    connections: int
-
-
-async def _count_connection(
-    session: aiohttp.ClientSession, ctx: types.SimpleNamespace, params: object
-) -> None:
-    attempt = ctx.trace_request_ctx
-    if isinstance(attempt, _Attempt):
-        attempt.connections += 1
-
-
-def _connection_tracer() -> aiohttp.TraceConfig:
-    """Trace hooks that count connections per request.
+class _Sends:
+    """A per-request client middleware that counts how many times the request was sent.
 
     aiohttp re-sends an idempotent request (DELETE is one) once, silently, when the connection
     drops before the answer (``ServerDisconnectedError`` / ``ClientOSError``; see
     ``ClientSession._request``, "retry_persistent_connection"; in aiohttp 3.14 this happens on a
     fresh connection too, not only a reused keep-alive one). The first send may have been applied.
-    A request that acquired two connections was re-sent.
+    aiohttp calls the middleware chain once per send, so a count above 1 means it was re-sent.
+
+    A middleware rather than ``TraceConfig`` hooks: tracing makes aiohttp build and await a
+    signal for every step of every request, which cost 12-35 µs per request on these machines
+    (15 % of the whole per-request cost); this costs about 1 µs.
     """
-    tracer = aiohttp.TraceConfig(trace_config_ctx_factory=types.SimpleNamespace)
-    tracer.on_connection_reuseconn.append(_count_connection)
-    tracer.on_connection_create_end.append(_count_connection)
-    return tracer
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(
+        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        self.count += 1
+        return await handler(request)
 
 
 class CancelClient:
@@ -139,7 +143,6 @@ class CancelClient:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=s.timeout_s, sock_connect=s.connect_timeout_s),
             headers=self._headers,
-            trace_configs=[_connection_tracer()],
             raise_for_status=False,
             auto_decompress=True,
         )
@@ -153,27 +156,36 @@ class CancelClient:
     async def cancel(self, target: Target) -> Exchange:
         """Send one DELETE for *target* and describe what came back. Never raises for I/O."""
         assert self._session is not None, "use CancelClient as an async context manager"
-        attempt = _Attempt(connections=0)
+        sends = _Sends()
         # encoded=True: yarl must not re-quote the path (it would decode %2E back into '.').
         url = URL(self._base + target_path(target), encoded=True)
         try:
             async with self._session.delete(
-                url, trace_request_ctx=attempt, allow_redirects=False
+                url, middlewares=(sends,), allow_redirects=False
             ) as resp:
                 body = await resp.read()
                 return _exchange(
                     resp.status,
                     body,
                     retry_after=resp.headers.get("Retry-After"),
-                    resent=attempt.connections > 1,
+                    resent=sends.count > 1,
                 )
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # The connection was never made: the DELETE certainly did not reach the server.
             return Exchange(transport_error=type(exc).__name__, request_sent=False)
         except TimeoutError:
-            return Exchange(transport_error="timeout", resent=attempt.connections > 1)
+            return Exchange(transport_error="timeout", resent=sends.count > 1)
         except (aiohttp.ClientError, OSError) as exc:
-            return Exchange(transport_error=type(exc).__name__, resent=attempt.connections > 1)
+            return Exchange(transport_error=type(exc).__name__, resent=sends.count > 1)
+
+
+#: The answers nearly every request gets, built once: an Exchange is immutable, and building
+#: one costs about 2 µs, about 1 % of the whole per-request cost.
+_COUNTED: Final = {
+    (count, resent): Exchange(status=200, cancelled_count=count, resent=resent)
+    for count in (0, 1)
+    for resent in (False, True)
+}
 
 
 def _exchange(status: int, body: bytes, *, retry_after: str | None, resent: bool) -> Exchange:
@@ -187,6 +199,9 @@ def _exchange(status: int, body: bytes, *, retry_after: str | None, resent: bool
     if status == 200:
         count = data.get("cancelledCount") if isinstance(data, dict) else None
         if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            common = _COUNTED.get((count, resent))
+            if common is not None:
+                return common
             return Exchange(status=status, cancelled_count=count, resent=resent)
         return Exchange(
             status=status,
