@@ -325,12 +325,12 @@ class Ledger:
     # ---------------------------------------------------------------- reading back
 
     def counts(self) -> dict[str, int]:
-        """Rows by reported outcome (rows not final are ``not_attempted`` or ``unconfirmed``)."""
+        """Rows by reported outcome (rows not final are ``not_attempted``, or ``failed`` if sent)."""
         counts: dict[str, int] = {}
         for outcome, n in self._conn.execute(
             "SELECT CASE WHEN state = 2 THEN outcome WHEN state = 1 THEN ? ELSE ? END, COUNT(*) "
             "FROM rows GROUP BY 1",
-            (Outcome.UNCONFIRMED.value, Outcome.NOT_ATTEMPTED.value),
+            (Outcome.FAILED.value, Outcome.NOT_ATTEMPTED.value),
         ):
             counts[outcome] = n
         return counts
@@ -347,14 +347,15 @@ class Ledger:
     ) -> Iterator[list[tuple[object, ...]]]:
         """Results rows in input order, in chunks: :data:`RESULT_COLUMNS` then the extra columns.
 
-        Rows never answered are reported ``not_attempted`` (never sent) or ``unconfirmed``
-        (sent, answer never received): a results file must not leave any row without an outcome.
+        Rows never answered are reported ``not_attempted`` (never sent) or ``failed`` (sent, no
+        answer before the run ended): a results file must not leave any row without an outcome.
+        Both are re-sent by ``--resume``; a ``SENT`` row is re-sent as ambiguous.
         """
         cur = self._conn.execute(
             "SELECT tid, sub, kind, CASE WHEN state = 2 THEN outcome WHEN state = 1 THEN ? ELSE ? END,"
             " http_status, error_code, error_message, error_id, cancelled_count, attempts,"
             " finished_at, line, extra FROM rows ORDER BY seq",
-            (Outcome.UNCONFIRMED.value, Outcome.NOT_ATTEMPTED.value),
+            (Outcome.FAILED.value, Outcome.NOT_ATTEMPTED.value),
         )
         width = len(self.meta().get("extra_columns", []))
         empty = ("",) * width

@@ -238,6 +238,7 @@ class Pipeline:
             if not halted():
                 for _ in range(workers):
                     queue.put_nowait(None)
+                concurrency.open_all()  # workers parked above the automatic limit must leave too
 
         async def work(index: int) -> None:
             while True:
@@ -342,9 +343,22 @@ class Pipeline:
                     await asyncio.wait_for(self._stopping.wait(), wait)
             if self.stopping:
                 break
-        # Interrupted between attempts: an ambiguous row stays SENT (resume treats it so);
-        # a row whose attempts certainly changed nothing goes back to PENDING.
-        if not ambiguous:
+        # Stopped between attempts. A row whose attempts certainly changed nothing goes back to
+        # PENDING (not_attempted); one that may have been cancelled is `failed`, kept ambiguous,
+        # so that --resume or --retry-failed re-sends it and judges "nothing to cancel" honestly.
+        if ambiguous:
+            stopped = Result(
+                outcome=Outcome.FAILED,
+                http_status=exchange.status,
+                error_code=exchange.code,
+                error_message=f"the run stopped before a final answer (may have been cancelled): {_describe(exchange, Verdict(None))}",
+                error_id=exchange.error_id,
+                attempts=attempts,
+                finished_at=_now_iso(),
+            )
+            self._recorder.add(item.seq, stopped, True)
+            self.progress.counts[Outcome.FAILED.value] += 1
+        else:
             self._ledger.release([item.seq])
         return None
 

@@ -240,7 +240,8 @@ class Concurrency:
             await self._grown.wait()
 
     def open_all(self) -> None:
-        """Let every worker through (used when a lane stops, so parked workers can leave)."""
+        """Let every worker through, for good: the lane is ending and parked workers must leave."""
+        self.auto = False  # no later observation may shrink the limit under a parked worker
         self.limit = self.cap
         grown, self._grown = self._grown, asyncio.Event()
         grown.set()

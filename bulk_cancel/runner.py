@@ -27,7 +27,7 @@ from .errors import ExitCode, InputError, LedgerError
 from .ledger import Ledger, ledger_path
 from .model import RESULT_COLUMNS, Kind, Outcome, Result
 from .pipeline import Pipeline, PipelineSettings, Progress, RunReport, StopReason
-from .settings import RunSettings
+from .settings import DEFAULT_BASE_URL, RunSettings
 
 log = structlog.get_logger("bulk_cancel")
 
@@ -70,10 +70,19 @@ def _now() -> str:
 def resume_command(settings: RunSettings) -> str:
     """The exact command that finishes an interrupted run."""
     parts = ["bulk-cancel", "run"]
-    if settings.input is not None:
-        parts += ["--input", settings.input]
-    parts += ["--output", str(settings.output), "--resume"]
-    return shlex.join(parts)
+    for flag, value in (
+        ("--input", settings.input),
+        ("--subaccount", settings.subaccount),
+        ("--column", settings.column),
+        ("--subaccount-column", settings.subaccount_column),
+        ("--sheet", settings.sheet),
+        ("--batch-id", settings.batch_id),
+        ("--base-url", None if settings.base_url == DEFAULT_BASE_URL else settings.base_url),
+        ("--output", str(settings.output)),
+    ):
+        if value is not None:
+            parts += [flag, value]
+    return shlex.join([*parts, "--resume"])
 
 
 class Runner:
@@ -382,7 +391,11 @@ class Runner:
             exit_code = ExitCode.REJECTED
         elif self._signal is not None:
             exit_code = ExitCode.SIGINT if self._signal == signal.SIGINT else ExitCode.SIGTERM
-        elif counts.get(Outcome.FAILED, 0) or counts.get(Outcome.NOT_ATTEMPTED, 0):
+        elif (
+            report.stop_reason is not None
+            or counts.get(Outcome.FAILED, 0)
+            or counts.get(Outcome.NOT_ATTEMPTED, 0)
+        ):
             exit_code = ExitCode.INCOMPLETE
         else:
             exit_code = ExitCode.OK

@@ -81,7 +81,7 @@ def test_states_flow_and_results_keep_input_order(ledger_path: Path) -> None:
     ledger.commit()
     rows = [r for chunk in ledger.iter_results() for r in chunk]
     assert [r[0] for r in rows] == u
-    assert [r[3] for r in rows] == ["cancelled", "unconfirmed", "not_attempted"]
+    assert [r[3] for r in rows] == ["cancelled", "failed", "not_attempted"]
     ledger.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from conftest import ScriptedCanceller, make_ledger, umids
@@ -201,4 +202,15 @@ async def test_stop_leaves_unsent_rows_pending(ledger_path: Path) -> None:
     ledger.close()
     ledger = Ledger.open(ledger_path)
     assert ledger.lanes() == [("sub_a", 1000 - len(fake.calls))]
+    ledger.close()
+
+
+async def test_automatic_concurrency_lane_finishes(ledger_path: Path) -> None:
+    """With concurrency sized automatically, workers parked above the limit still leave at the end."""
+    ids = umids(300)
+    ledger = make_ledger(ledger_path, [("sub_a", u) for u in ids])
+    fake = ScriptedCanceller(lambda t, n: OK)
+    pipeline = Pipeline(ledger, fake, PipelineSettings(rate_per_s=1500, retry=FAST))
+    await asyncio.wait_for(pipeline.run(), 30)
+    assert ledger.counts() == {"cancelled": 300}
     ledger.close()

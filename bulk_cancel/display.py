@@ -1,0 +1,203 @@
+"""What the operator sees: a live progress bar on a terminal, progress events off one, and the
+end-of-run summary table. rich is imported only here, and only when something is shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from .errors import UsageError
+from .model import Outcome
+from .pipeline import Progress
+
+#: Seconds between ``run.progress`` log events when not on a terminal.
+LOG_EVERY_S = 5.0
+
+
+def progress_fields(p: Progress, elapsed_s: float) -> dict[str, Any]:
+    """The figures every progress display shows, as plain values."""
+    achieved = p.requests / elapsed_s if elapsed_s > 0 else 0.0
+    left = max(0, p.total - p.done)
+    pace = p.done / elapsed_s if elapsed_s > 0 else 0.0
+    return {
+        "done": p.done,
+        "total": p.total,
+        "counts": dict(p.counts),
+        "requests": p.requests,
+        "retries": p.retries,
+        "throttled": p.throttled,
+        "rate_per_s": round(achieved, 1),
+        "target_rate_per_s": round(p.rate_per_s or p.target_rate_per_s, 1),
+        "eta_s": round(left / pace, 1) if pace > 0 else None,
+    }
+
+
+@asynccontextmanager
+async def live_progress(
+    progress: Progress, *, tty: bool, stream: IO[str] | None = None, every_s: float = LOG_EVERY_S
+) -> Any:
+    """Show *progress* while the block runs: a rich bar on a TTY, log events otherwise."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    stop = asyncio.Event()
+    if tty:
+        task = asyncio.create_task(_rich_loop(progress, stop, started, stream))
+    else:
+        task = asyncio.create_task(_log_loop(progress, stop, started, every_s))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+async def _log_loop(
+    progress: Progress, stop: asyncio.Event, started: float, every_s: float
+) -> None:
+    log = structlog.get_logger("bulk_cancel")
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except TimeoutError:
+            log.info("run.progress", **progress_fields(progress, loop.time() - started))
+
+
+async def _rich_loop(
+    progress: Progress, stop: asyncio.Event, started: float, stream: IO[str] | None
+) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as Bar
+
+    loop = asyncio.get_running_loop()
+    console = Console(file=stream, stderr=stream is None)
+    columns = (
+        TextColumn("[bold]cancelling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[line]}"),
+    )
+    with Bar(*columns, console=console, transient=False, refresh_per_second=4) as bar:
+        task = bar.add_task("run", total=progress.total or None, line="")
+        while True:
+            fields = progress_fields(progress, loop.time() - started)
+            counts = " ".join(f"{k} {v}" for k, v in sorted(fields["counts"].items()))
+            line = (
+                f"{fields['rate_per_s']:.0f}/s of {fields['target_rate_per_s']:.0f}/s · "
+                f"429s {fields['throttled']} · retries {fields['retries']} · {counts}"
+            )
+            bar.update(task, completed=progress.done, total=progress.total or None, line=line)
+            if stop.is_set():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+
+
+def summary_table(
+    summary: Mapping[str, Any], stream: IO[str] | None = None, *, tty: bool = False
+) -> None:
+    """Print the end-of-run summary: outcomes with counts and shares, totals, where things are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(
+        file=stream, force_terminal=tty, width=100 if not tty else None, highlight=False
+    )
+    counts: Mapping[str, int] = summary["counts"]
+    total = sum(counts.values()) or 1
+    table = Table(title="bulk-cancel summary", title_justify="left")
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    table.add_column("share", justify="right")
+    for outcome in Outcome:
+        n = counts.get(outcome.value, 0)
+        if n:
+            table.add_row(outcome.value, f"{n:,}", f"{n / total:.1%}")
+    table.add_row("[bold]total", f"[bold]{sum(counts.values()):,}", "")
+    console.print(table)
+    elapsed = summary.get("elapsed_s") or 0
+    console.print(
+        f"cancelled messages: {summary.get('cancelled_total', 0):,} · "
+        f"input rows {summary.get('input_rows', 0):,} · duplicates {summary.get('duplicates', 0):,} · "
+        f"requests {summary.get('requests', 0):,} · retries {summary.get('retries', 0):,}"
+    )
+    console.print(
+        f"elapsed {elapsed:.1f} s · achieved {summary.get('achieved_rate_per_s', 0):,.1f} requests/s"
+    )
+    console.print(f"results: {summary.get('results')} · ledger: {summary.get('ledger')}")
+    if summary.get("resume_command"):
+        console.print(f"to finish or retry: {summary['resume_command']}")
+        retry = _retry_failed_command(summary)
+        if retry and (counts.get("failed") or counts.get("not_attempted")):
+            console.print(f"to re-send only the failures: {retry}")
+
+
+def _retry_failed_command(summary: Mapping[str, Any]) -> str | None:
+    import shlex
+
+    results = summary.get("results")
+    return (
+        shlex.join(["bulk-cancel", "run", "--retry-failed", "--output", str(results)])
+        if results
+        else None
+    )
+
+
+def load_summary(path: Path) -> dict[str, Any]:
+    """A past run's summary from its results file, summary JSON or ledger."""
+    from . import writers
+    from .ledger import ledger_path
+
+    candidates = [path]
+    name = path.name
+    if name.endswith(".ledger.sqlite"):
+        candidates = [path.with_name(name.removesuffix(".ledger.sqlite") + ".summary.json")]
+    elif not name.endswith(".summary.json"):
+        candidates = [writers.summary_path(path)]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                data: dict[str, Any] = json.loads(candidate.read_text())
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"{candidate}: not a readable summary ({exc})") from None
+            return data
+    if name.endswith(".ledger.sqlite") or ledger_path(path).is_file():
+        return summary_from_ledger(path if name.endswith(".ledger.sqlite") else ledger_path(path))
+    raise UsageError(
+        f"{path}: no summary found beside it; give the results file, its .summary.json or its .ledger.sqlite"
+    )
+
+
+def summary_from_ledger(path: Path) -> dict[str, Any]:
+    """Rebuild the tallies from a ledger (a run that was killed before writing its summary)."""
+    from .ledger import Ledger
+
+    ledger = Ledger.read_only(path)
+    try:
+        meta = ledger.meta()
+        counts = ledger.counts()
+        unique, cancelled = ledger.totals()
+    finally:
+        ledger.close()
+    return {
+        "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
+        "cancelled_total": cancelled,
+        "input_rows": meta.get("input_rows", 0),
+        "unique": unique,
+        "duplicates": meta.get("duplicates", 0),
+        "requests": meta.get("requests", 0),
+        "retries": meta.get("retries", 0),
+        "results": None,
+        "ledger": str(path),
+        "rebuilt_from_ledger": True,
+    }

@@ -1,0 +1,89 @@
+"""What the operator sees: progress events off a TTY, a rich bar on one, the summary table."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import structlog
+
+from bulk_cancel import logs
+from bulk_cancel.display import live_progress, load_summary, progress_fields, summary_table
+from bulk_cancel.errors import UsageError
+from bulk_cancel.pipeline import Progress
+
+SUMMARY = {
+    "counts": {"cancelled": 90, "not_found": 8, "failed": 2, "not_attempted": 0},
+    "cancelled_total": 90,
+    "input_rows": 105,
+    "unique": 100,
+    "duplicates": 5,
+    "requests": 104,
+    "retries": 4,
+    "elapsed_s": 2.0,
+    "achieved_rate_per_s": 52.0,
+    "results": "out/results.csv",
+    "ledger": "out/results.ledger.sqlite",
+    "resume_command": "bulk-cancel run --input in.csv --output out/results.csv --resume",
+}
+
+
+def test_progress_fields_compute_rate_and_eta() -> None:
+    """Done, total, achieved rate and ETA come from the live counters."""
+    p = Progress(total=1000, done=250, requests=260, counts=Counter(cancelled=250), rate_per_s=1782)
+    fields = progress_fields(p, 10.0)
+    assert fields["rate_per_s"] == 26.0
+    assert fields["eta_s"] == 30.0
+    assert fields["counts"] == {"cancelled": 250}
+    assert fields["target_rate_per_s"] == 1782
+
+
+async def test_progress_events_when_not_on_a_tty() -> None:
+    """Off a terminal, a `run.progress` JSON event is logged every few seconds with the figures."""
+    stream = io.StringIO()
+    logs.configure(stream=stream, json=True)
+    p = Progress(total=10)
+    async with live_progress(p, tty=False, every_s=0.05):
+        for _ in range(4):
+            p.done += 1
+            p.counts["cancelled"] += 1
+            await asyncio.sleep(0.06)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    progress = [e for e in events if e["event"] == "run.progress"]
+    assert len(progress) >= 2
+    assert progress[-1]["total"] == 10 and progress[-1]["done"] >= 2
+    structlog.reset_defaults()
+
+
+async def test_rich_bar_on_a_terminal() -> None:
+    """On a terminal the bar shows done/total, the rate and the outcome counts."""
+    stream = io.StringIO()
+    p = Progress(total=4, done=3, requests=3, counts=Counter(cancelled=3), rate_per_s=100)
+    async with live_progress(p, tty=True, stream=stream):
+        await asyncio.sleep(0.05)
+    text = stream.getvalue()
+    assert "3/4" in text and "cancelled 3" in text
+
+
+def test_summary_table_shows_outcomes_shares_and_next_steps() -> None:
+    """The end summary lists each outcome with count and share, totals, paths and the commands."""
+    out = io.StringIO()
+    summary_table(SUMMARY, out)
+    text = out.getvalue()
+    assert "cancelled" in text and "90.0%" in text and "8.0%" in text
+    assert "not_attempted" not in text  # zero rows: not listed
+    assert "out/results.csv" in text
+    assert "--resume" in text and "--retry-failed" in text
+
+
+def test_report_loads_a_summary_from_results_or_ledger_paths(tmp_path: Path) -> None:
+    """`report` finds the summary beside a results file; a missing one is one clear error."""
+    (tmp_path / "results.summary.json").write_text(json.dumps(SUMMARY))
+    assert load_summary(tmp_path / "results.csv")["unique"] == 100
+    assert load_summary(tmp_path / "results.summary.json")["unique"] == 100
+    with pytest.raises(UsageError, match="no summary found"):
+        load_summary(tmp_path / "other.csv")

@@ -1,0 +1,249 @@
+"""End to end: the real ``bulk-cancel`` command against the simulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import API_KEY, umids
+from e2e import bulk_cancel, read_results, read_summary, simulator, write_csv
+from openpyxl import Workbook
+
+SUB = "acme_hq"
+
+
+def run_args(input_: Path | str, out: Path, url: str, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--input",
+        str(input_),
+        "--subaccount",
+        SUB,
+        "--output",
+        str(out),
+        "--base-url",
+        url,
+        *extra,
+    ]
+
+
+def check_accounting(out: Path, unique: int) -> dict[str, int]:
+    """Every unique row exactly once; the summary's counts equal the results'."""
+    rows = read_results(out)
+    keys = [(r["subaccount_id"], r["umid"]) for r in rows]
+    assert len(keys) == len(set(keys)) == unique
+    counts = Counter(r["outcome"] for r in rows)
+    summary = read_summary(out)
+    assert {k: v for k, v in summary["counts"].items() if v} == dict(counts)
+    assert summary["unique"] == unique
+    return dict(counts)
+
+
+def test_run_cancels_every_row_and_accounts_for_each(tmp_path: Path) -> None:
+    """A CSV with duplicates, junk and extra columns: one row per unique umid, matching what the API did."""
+    ids = umids(300)
+    rows = [[u, f"camp-{i % 3}", f"00{i}"] for i, u in enumerate(ids)]
+    rows += [
+        [ids[0], "dup", "x"],
+        [f'  "{ids[1].upper()}" ', "dup-quoted", "y"],
+        ["", "", ""],
+        ["not-a-umid", "bad", "z"],
+    ]
+    src = write_csv(tmp_path / "in.csv", ["UMID", "campaign", "code"], rows)
+    out = tmp_path / "results.csv"
+    with simulator("--not-found-ratio", "0.1", "--already-sent-ratio", "0.1") as sim:
+        ran = bulk_cancel(*run_args(src, out, sim.url))
+        state = sim.state(ids=True)
+    assert ran.code == 0, ran.stderr
+    counts = check_accounting(out, 301)
+    assert counts["invalid_umid"] == 1
+    assert counts["cancelled"] + counts["not_found"] + counts["not_cancellable"] == 300
+    assert 10 < counts["not_found"] < 60 and 10 < counts["not_cancellable"] < 60
+    results = read_results(out)
+    cancelled = {r["umid"] for r in results if r["outcome"] == "cancelled"}
+    assert cancelled == {c.rsplit("/", 1)[-1] for c in state["cancelled"]} or cancelled == set(
+        state["cancelled"]
+    )
+    by_umid = {r["umid"]: r for r in results}
+    assert by_umid[ids[5]]["campaign"] == "camp-2" and by_umid[ids[5]]["code"] == "005"
+    assert by_umid["not-a-umid"]["http_status"] == ""  # decided locally, never sent
+    summary = read_summary(out)
+    assert (summary["input_rows"], summary["duplicates"], summary["blank_rows"]) == (303, 2, 1)
+    assert summary["requests"] == state["requests"] == 300
+
+
+def _write_format(fmt: str, path: Path, ids: list[str]) -> Path:
+    if fmt == "csv":
+        return write_csv(path.with_suffix(".csv"), ["umid"], [[u] for u in ids])
+    if fmt == "tsv":
+        p = path.with_suffix(".tsv")
+        p.write_text("message_id\tnote\n" + "".join(f"{u}\tn{i}\n" for i, u in enumerate(ids)))
+        return p
+    if fmt == "parquet":
+        p = path.with_suffix(".parquet")
+        pq.write_table(pa.table({"messageId": ids}), p)
+        return p
+    if fmt == "xlsx":
+        p = path.with_suffix(".xlsx")
+        wb = Workbook()
+        ws = wb.active
+        assert ws is not None
+        ws.append(["Umid", "owner"])
+        for u in ids:
+            ws.append([u, "ops"])
+        wb.save(p)
+        return p
+    p = path.with_suffix(".txt")
+    p.write_text("\n".join(ids) + "\n\n")
+    return p
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet", "xlsx", "txt", "stdin"])
+def test_each_input_format(tmp_path: Path, fmt: str) -> None:
+    """CSV, TSV, Parquet, Excel, text and stdin all cancel the same umids."""
+    ids = umids(40, seed=3)
+    out = tmp_path / "results.csv"
+    with simulator() as sim:
+        if fmt == "stdin":
+            ran = bulk_cancel(*run_args("-", out, sim.url), stdin="umid\n" + "\n".join(ids) + "\n")
+        else:
+            ran = bulk_cancel(*run_args(_write_format(fmt, tmp_path / "in", ids), out, sim.url))
+        assert sim.state()["requests"] == 40
+    assert ran.code == 0, ran.stderr
+    assert check_accounting(out, 40) == {"cancelled": 40}
+
+
+def test_rejected_key_stops_at_once_with_exit_3(tmp_path: Path) -> None:
+    """A wrong key: a handful of requests, one clear message, the rest not_attempted, exit 3."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(3000)])
+    out = tmp_path / "results.csv"
+    with simulator("--api-key", "the-right-key") as sim:
+        ran = bulk_cancel(*run_args(src, out, sim.url, "--concurrency", "8"), key="a-wrong-key")
+        sent = sim.state()["requests"]
+    assert ran.code == 3
+    assert "rejected the key" in ran.stderr
+    assert "a-wrong-key" not in ran.stderr
+    assert sent <= 8 + 2
+    counts = check_accounting(out, 3000)
+    assert counts["auth_failed"] == sent and counts["not_attempted"] == 3000 - sent
+
+
+def test_rejected_subaccount_exits_3(tmp_path: Path) -> None:
+    """Code 1001 stops that subaccount: exit 3, its rows subaccount_rejected or not_attempted."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(200)])
+    out = tmp_path / "results.csv"
+    with simulator("--rejected-subaccount", SUB) as sim:
+        ran = bulk_cancel(*run_args(src, out, sim.url, "--concurrency", "4"))
+    assert ran.code == 3
+    counts = check_accounting(out, 200)
+    assert set(counts) == {"subaccount_rejected", "not_attempted"}
+
+
+def test_429_with_retry_after_is_honoured(tmp_path: Path) -> None:
+    """Asking more than the server allows: 429s are retried after Retry-After and every row ends cancelled."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(120)])
+    out = tmp_path / "results.csv"
+    with simulator("--rate", "50") as sim:
+        ran = bulk_cancel(*run_args(src, out, sim.url, "--rate", "400"))
+        state = sim.state()
+    assert ran.code == 0, ran.stderr
+    assert check_accounting(out, 120) == {"cancelled": 120}
+    assert state["throttled"] > 0
+    summary = read_summary(out)
+    assert summary["retries"] == state["throttled"]  # each 429 was retried, nothing else was
+
+
+def test_lost_answers_are_unconfirmed_never_wrong(tmp_path: Path) -> None:
+    """Dropped connections after the cancel applied: every umid the API cancelled is cancelled or unconfirmed."""
+    ids = umids(400, seed=5)
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in ids])
+    out = tmp_path / "results.csv"
+    with simulator("--faults", "drop_after=0.2,http_500_applied=0.05", "--seed", "3") as sim:
+        ran = bulk_cancel(*run_args(src, out, sim.url, "--timeout", "5"))
+        state = sim.state(ids=True)
+    assert ran.code == 0, ran.stderr
+    counts = check_accounting(out, 400)
+    assert counts.get("unconfirmed", 0) > 0
+    outcome = {r["umid"]: r["outcome"] for r in read_results(out)}
+    applied = {key.rsplit("/", 1)[-1] for key in state["cancelled"]}
+    assert applied == set(ids)  # the simulator cancelled every one of them
+    assert {outcome[u] for u in applied} <= {"cancelled", "unconfirmed"}
+
+
+def test_exhausted_retries_fail_with_exit_1(tmp_path: Path) -> None:
+    """A server that only answers 503: rows end failed after the budget, exit 1, resume command printed."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(5)])
+    out = tmp_path / "results.csv"
+    with simulator("--faults", "http_503=1.0") as sim:
+        ran = bulk_cancel(
+            *run_args(src, out, sim.url, "--max-attempts", "2", "--failure-window", "100")
+        )
+    assert ran.code == 1
+    assert check_accounting(out, 5) == {"failed": 5}
+    assert "--resume" in read_summary(out)["resume_command"]
+
+
+def test_bad_input_exits_2_with_one_line_and_sends_nothing(tmp_path: Path) -> None:
+    """A file with no usable column: exit 2, one line naming the file, no request, no ledger."""
+    src = write_csv(tmp_path / "in.csv", ["foo", "bar"], [["1", "2"]])
+    out = tmp_path / "results.csv"
+    with simulator() as sim:
+        ran = bulk_cancel(*run_args(src, out, sim.url))
+        assert sim.state()["requests"] == 0
+    assert ran.code == 2
+    lines = [line for line in ran.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "in.csv" in lines[0] and "Traceback" not in ran.stderr
+    assert not out.exists() and not (tmp_path / "results.ledger.sqlite").exists()
+
+
+def test_hostile_values_never_leave_the_documented_path(tmp_path: Path) -> None:
+    """Path tricks in umids and subaccounts are reported locally; no stray request reaches the server."""
+    hostile = [
+        "../../admin",
+        "%2F..%2Fx",
+        "a/b",
+        "x?y=1",
+        "x#y",
+        "with space",
+        "ünï",
+        "ctl\x01",
+        "x" * 10_000,
+    ]
+    rows = [[h, SUB] for h in hostile] + [[umids(1)[0], h] for h in hostile] + [[umids(2)[1], SUB]]
+    src = write_csv(tmp_path / "in.csv", ["umid", "subaccount_id"], rows)
+    out = tmp_path / "results.csv"
+    with simulator() as sim:
+        ran = bulk_cancel("run", "--input", src, "--output", out, "--base-url", sim.url)
+        state = sim.state()
+    assert ran.code == 0, ran.stderr
+    assert state["stray"] == 0 and state["requests"] == 1
+    counts = check_accounting(out, len(rows))
+    assert counts == {"invalid_umid": 9, "subaccount_rejected": 9, "cancelled": 1}
+
+
+def test_the_key_appears_nowhere(tmp_path: Path) -> None:
+    """The API key is in no results, summary, ledger, log line or error."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(50)] + [["bad"]])
+    out = tmp_path / "results.csv"
+    with simulator("--faults", "http_503=0.2,http_500=0.1") as sim:
+        ran = bulk_cancel(*run_args(src, out, sim.url, "--log-format", "json"))
+    assert ran.code == 0, ran.stderr
+    for path in tmp_path.iterdir():
+        assert API_KEY.encode() not in path.read_bytes(), path
+    assert API_KEY not in ran.stderr + ran.stdout
+    with sqlite3.connect(tmp_path / "results.ledger.sqlite") as conn:
+        dump = "\n".join(conn.iterdump())
+    assert API_KEY not in dump
+
+
+def test_help_has_examples_and_no_secrets() -> None:
+    """`run --help` ends with runnable examples and the exit codes, and never shows a key."""
+    ran = bulk_cancel("run", "--help")
+    assert ran.code == 0
+    assert "bulk-cancel run --input umids.csv" in ran.stdout
+    assert "exit codes" in ran.stdout
+    assert API_KEY not in ran.stdout
