@@ -103,7 +103,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="the file to check (.csv .tsv .parquet .xlsx .txt, or - for stdin)",
     )
     _add_input_arguments(validate)
+    validate.add_argument(
+        "--format", choices=("table", "json"), default="table", help="output format"
+    )
     validate.set_defaults(handler=_cmd_validate)
+
+    report = sub.add_parser(
+        "report",
+        help="show a past run's summary",
+        description="Print the summary of a past run, from its results file, summary JSON or ledger.",
+        epilog="example:\n  bulk-cancel report out/results.csv --format json",
+        formatter_class=_Formatter,
+    )
+    report.add_argument(
+        "path",
+        metavar="RESULTS_OR_LEDGER",
+        type=Path,
+        help="results file, .summary.json or .ledger.sqlite",
+    )
+    report.add_argument(
+        "--format", choices=("table", "json"), default="table", help="output format"
+    )
+    report.set_defaults(handler=_cmd_report)
 
     simulate = sub.add_parser(
         "simulate",
@@ -351,54 +372,58 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     for note in settings.warnings():
         log.warning("settings.warning", message=note)
     runner = Runner(settings, key)
-    result = _run_async(lambda: _with_progress(runner))
+    tty = sys.stderr.isatty()
+    result = _run_async(lambda: _with_progress(runner, tty=tty))
     summary = result.summary
-    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if v)
-    print(
-        f"bulk-cancel: {summary['unique']} unique rows ({counts or 'none'}); "
-        f"results: {settings.output}; summary: {result.summary_path}",
-        file=sys.stderr,
-    )
+    if tty:
+        from .display import summary_table
+
+        summary_table(summary, sys.stderr, tty=True)
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if v)
+        print(
+            f"bulk-cancel: {summary['unique']} unique rows ({counts or 'none'}); "
+            f"results: {settings.output}; summary: {result.summary_path}",
+            file=sys.stderr,
+        )
     if result.message:
         print(f"bulk-cancel: {result.message}", file=sys.stderr)
     return int(result.exit_code)
 
 
-async def _with_progress(runner: Any) -> Any:
-    """Run, logging a ``run.progress`` event every few seconds."""
-    import structlog
+async def _with_progress(runner: Any, *, tty: bool) -> Any:
+    """Run with a live progress bar on a terminal, ``run.progress`` events otherwise."""
+    from .display import live_progress
 
-    log = structlog.get_logger("bulk_cancel")
-
-    async def report() -> None:
-        while True:
-            await asyncio.sleep(5)
-            p = runner.progress
-            log.info(
-                "run.progress",
-                done=p.done,
-                total=p.total,
-                requests=p.requests,
-                retries=p.retries,
-                throttled=p.throttled,
-                rate_per_s=round(p.rate_per_s, 1),
-                counts=dict(p.counts),
-            )
-
-    task = asyncio.create_task(report())
-    try:
+    async with live_progress(runner.progress, tty=tty):
         return await runner.run()
-    finally:
-        task.cancel()
 
 
-def _print_plan(settings: Any) -> int:
+def _print_plan(settings: Any, fmt: str = "json") -> int:
     import json
 
     from .runner import Runner
 
     plan = Runner(settings, "").plan()
-    print(json.dumps(plan, indent=2))
+    if fmt == "table":
+        from .display import plan_table
+
+        plan_table(plan, sys.stdout)
+    else:
+        print(json.dumps(plan, indent=2))
+    return int(ExitCode.OK)
+
+
+def _cmd_report(ns: argparse.Namespace) -> int:
+    import json
+
+    from .display import load_summary, summary_table
+
+    summary = load_summary(ns.path)
+    if ns.format == "json":
+        print(json.dumps(summary, indent=2))
+    else:
+        summary_table(summary, sys.stdout, tty=sys.stdout.isatty())
     return int(ExitCode.OK)
 
 
@@ -408,7 +433,7 @@ def _cmd_validate(ns: argparse.Namespace) -> int:
 
     if ns.subaccount is not None:
         check_subaccount(ns.subaccount)
-    logs.configure(json=None)
+    logs.configure(json=None, level="warning")
     settings = RunSettings(
         input=ns.input,
         output=Path("validate.csv"),
@@ -419,7 +444,7 @@ def _cmd_validate(ns: argparse.Namespace) -> int:
         encoding=ns.encoding,
         max_rows=ns.max_rows,
     )
-    return _print_plan(settings)
+    return _print_plan(settings, ns.format)
 
 
 def _cmd_simulate(ns: argparse.Namespace) -> int:

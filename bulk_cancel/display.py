@@ -201,3 +201,29 @@ def summary_from_ledger(path: Path) -> dict[str, Any]:
         "ledger": str(path),
         "rebuilt_from_ledger": True,
     }
+
+
+def plan_table(plan: Mapping[str, Any], stream: IO[str] | None = None) -> None:
+    """Print a dry run's plan for people: what would be sent, where, and what was refused."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=stream, highlight=False)
+    console.print(
+        f"rows {plan['input_rows']:,} · unique {plan['unique']:,} · duplicates {plan['duplicates']:,} · "
+        f"blank {plan['blank_rows']:,} · to send {plan['to_send']:,}"
+    )
+    table = Table(title="per subaccount", title_justify="left")
+    table.add_column("subaccount")
+    table.add_column("rows to send", justify="right")
+    for sub, n in plan["per_subaccount"].items():
+        table.add_row(sub, f"{n:,}")
+    console.print(table)
+    for outcome, n in plan["invalid_locally"].items():
+        console.print(f"[bold]{outcome}[/bold]: {n:,} rows, never sent; first ones:")
+        for ex in plan["examples"].get(outcome, []):
+            console.print(f"  line {ex['line']}: {ex['value'][:80]!r} ({ex['problem']})")
+    console.print(
+        f"at {plan['rate_per_s']:g}/s per subaccount this takes about {plan['expected_duration_s']:g} s "
+        f"against {plan['base_url']}; nothing was sent"
+    )

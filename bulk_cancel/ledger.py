@@ -335,6 +335,17 @@ class Ledger:
             counts[outcome] = n
         return counts
 
+    def examples(self, outcome: Outcome, limit: int = 5) -> list[tuple[int | None, str, str | None]]:
+        """The first rows with *outcome*: ``(line, id as given, detail)``, for ``validate``."""
+        return [
+            (line, tid, message)
+            for line, tid, message in self._conn.execute(
+                "SELECT line, tid, error_message FROM rows WHERE state = 2 AND outcome = ? "
+                "ORDER BY seq LIMIT ?",
+                (outcome.value, limit),
+            )
+        ]
+
     def totals(self) -> tuple[int, int]:
         """``(rows, sum of cancelled_count)``."""
         rows, cancelled = self._conn.execute(

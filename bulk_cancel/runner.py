@@ -270,6 +270,14 @@ class Runner:
                 stats = self._ingest(ledger, source)
                 lanes = ledger.lanes()
                 counts = ledger.counts()
+                examples = {
+                    o.value: [
+                        {"line": line, "value": value, "problem": detail}
+                        for line, value, detail in ledger.examples(o)
+                    ]
+                    for o in (Outcome.INVALID_UMID, Outcome.SUBACCOUNT_REJECTED)
+                    if counts.get(o.value)
+                }
             finally:
                 ledger.close()
         to_send = sum(n for _, n in lanes)
@@ -281,6 +289,7 @@ class Runner:
             "blank_rows": stats.blank_rows,
             "to_send": to_send,
             "invalid_locally": {k: v for k, v in counts.items() if k != Outcome.NOT_ATTEMPTED},
+            "examples": examples,
             "per_subaccount": dict(lanes),
             "rate_per_s": rate,
             "expected_duration_s": round(max((n for _, n in lanes), default=0) / rate, 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -247,3 +248,64 @@ def test_help_has_examples_and_no_secrets() -> None:
     assert "bulk-cancel run --input umids.csv" in ran.stdout
     assert "exit codes" in ran.stdout
     assert API_KEY not in ran.stdout
+
+
+def test_validate_reports_problems_with_line_numbers_and_sends_nothing(tmp_path: Path) -> None:
+    """`validate` counts rows, duplicates and invalid values with their lines; no request, no ledger."""
+    ids = umids(4)
+    src = write_csv(
+        tmp_path / "in.csv",
+        ["umid", "subaccount_id"],
+        [[ids[0], "a_sub"], [ids[0], "a_sub"], ["junk", "a_sub"], [ids[1], "b_sub"]],
+    )
+    ran = bulk_cancel("validate", src, "--format", "json", key=None)
+    assert ran.code == 0, ran.stderr
+    plan = json.loads(ran.stdout)
+    assert (plan["input_rows"], plan["unique"], plan["duplicates"], plan["to_send"]) == (4, 3, 1, 2)
+    assert plan["per_subaccount"] == {"a_sub": 1, "b_sub": 1}
+    assert plan["examples"]["invalid_umid"] == [
+        {"line": 4, "value": "junk", "problem": "not a UUID (local check)"}
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+    table = bulk_cancel("validate", src, key=None)
+    assert "line 4: 'junk'" in table.stdout and "nothing was sent" in table.stdout
+
+
+def test_report_reprints_a_past_run(tmp_path: Path) -> None:
+    """`report` shows a finished run's summary as a table or as JSON."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(7)])
+    out = tmp_path / "results.csv"
+    with simulator() as sim:
+        assert bulk_cancel(*run_args(src, out, sim.url)).code == 0
+    table = bulk_cancel("report", out, key=None)
+    assert table.code == 0 and "cancelled" in table.stdout and "100.0%" in table.stdout
+    as_json = json.loads(bulk_cancel("report", out, "--format", "json", key=None).stdout)
+    assert as_json["counts"]["cancelled"] == 7
+    missing = bulk_cancel("report", tmp_path / "nothing.csv", key=None)
+    assert missing.code == 2 and "no summary found" in missing.stderr
+
+
+def test_excel_output_and_split_errors_file(tmp_path: Path) -> None:
+    """--output .xlsx gives results and summary sheets; --split writes the rows to fix, original columns kept."""
+    from openpyxl import load_workbook
+
+    ids = umids(6)
+    src = write_csv(
+        tmp_path / "in.csv",
+        ["umid", "owner"],
+        [[u, f"team-{i}"] for i, u in enumerate(ids)] + [["=HYPERLINK(1)", "evil"]],
+    )
+    out = tmp_path / "results.xlsx"
+    with simulator("--not-found-ratio", "0.5") as sim:
+        ran = bulk_cancel(*run_args(src, out, sim.url, "--split"))
+    assert ran.code == 0, ran.stderr
+    wb = load_workbook(out, read_only=True)
+    assert wb.sheetnames == ["results", "summary"]
+    rows = list(wb["results"].iter_rows(values_only=True))
+    assert rows[0][:4] == ("umid", "subaccount_id", "kind", "outcome") and rows[0][-1] == "owner"
+    assert len(rows) == 8
+    assert any(r[0] == "'=HYPERLINK(1)" for r in rows)  # kept as text, never a formula
+    wb.close()
+    errors = read_results(tmp_path / "results.errors.csv")
+    assert [e["outcome"] for e in errors] == ["invalid_umid"]
+    assert errors[0]["owner"] == "evil"
