@@ -22,7 +22,7 @@ def _start_simulator() -> tuple[subprocess.Popen[str], str]:
         [
             sys.executable, "-m", "bulk_cancel", "simulate", "--port", "0",
             "--rate", "400", "--latency-ms", "20", "--not-found-ratio", "0.05",
-            "--already-sent-ratio", "0.05", "--faults", "http_503=0.02,drop_after=0.01,burst_429=0.01",
+            "--already-sent-ratio", "0.05", "--faults", "http_503=0.02,drop_after=0.01",
             "--seed", "7",
         ],
         stdout=subprocess.PIPE,
