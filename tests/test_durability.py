@@ -259,3 +259,38 @@ def test_retry_failed_resends_only_the_failures(tmp_path: Path) -> None:
     # A 503 may have been applied: "nothing to cancel" would be unconfirmed, but here the
     # simulator's 503 never applies, so the retry cancels each one.
     assert Counter(r["outcome"] for r in read_results(out)) == {"cancelled": 30}
+
+
+def test_second_ctrl_c_exits_at_once_and_the_ledger_stays_consistent(tmp_path: Path) -> None:
+    """Two Ctrl-Cs: the process leaves without draining; --resume then finishes every row exactly once."""
+    ids = umids(800, seed=18)
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in ids])
+    out = tmp_path / "results.csv"
+    with simulator("--latency-ms", "300") as sim:
+        proc = start_run(src, out, sim, "--rate", "200")
+        wait_for_requests(sim, 30)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        code, err = finish(proc)
+        assert time.monotonic() - started < 2.0  # did not wait for the 300 ms answers to drain
+        assert code == 130, err
+        ran = bulk_cancel(
+            "run",
+            "--input",
+            src,
+            "--subaccount",
+            SUB,
+            "--output",
+            out,
+            "--base-url",
+            sim.url,
+            "--rate",
+            "2000",
+            "--resume",
+        )
+    assert ran.code == 0, ran.stderr
+    rows = read_results(out)
+    assert sorted(r["umid"] for r in rows) == sorted(ids)
+    assert set(Counter(r["outcome"] for r in rows)) <= {"cancelled", "unconfirmed"}
