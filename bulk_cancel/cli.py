@@ -363,7 +363,13 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         logs.configure(json=_json_logs(ns))
         return _print_plan(settings)
     key = _api_key()
-    logs.configure(secrets=[key], json=_json_logs(ns))
+    tty = sys.stderr.isatty()
+    # On a terminal the progress bar and the summary table tell the story; logs only warn.
+    logs.configure(
+        secrets=[key],
+        json=_json_logs(ns),
+        level="warning" if tty and ns.log_format == "auto" else "info",
+    )
     import structlog
 
     from .runner import Runner
@@ -372,7 +378,6 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     for note in settings.warnings():
         log.warning("settings.warning", message=note)
     runner = Runner(settings, key)
-    tty = sys.stderr.isatty()
     result = _run_async(lambda: _with_progress(runner, tty=tty))
     summary = result.summary
     if tty:

@@ -35,21 +35,27 @@ def progress_fields(p: Progress, elapsed_s: float) -> dict[str, Any]:
         "retries": p.retries,
         "throttled": p.throttled,
         "rate_per_s": round(achieved, 1),
-        "target_rate_per_s": round(p.rate_per_s or p.target_rate_per_s, 1),
+        "pace_per_s": round(p.rate_per_s, 1),
+        "target_rate_per_s": round(p.target_rate_per_s, 1),
         "eta_s": round(left / pace, 1) if pace > 0 else None,
     }
 
 
 @asynccontextmanager
 async def live_progress(
-    progress: Progress, *, tty: bool, stream: IO[str] | None = None, every_s: float = LOG_EVERY_S
+    progress: Progress,
+    *,
+    tty: bool,
+    stream: IO[str] | None = None,
+    every_s: float = LOG_EVERY_S,
+    width: int | None = None,
 ) -> Any:
     """Show *progress* while the block runs: a rich bar on a TTY, log events otherwise."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     stop = asyncio.Event()
     if tty:
-        task = asyncio.create_task(_rich_loop(progress, stop, started, stream))
+        task = asyncio.create_task(_rich_loop(progress, stop, started, stream, width))
     else:
         task = asyncio.create_task(_log_loop(progress, stop, started, every_s))
     try:
@@ -72,14 +78,18 @@ async def _log_loop(
 
 
 async def _rich_loop(
-    progress: Progress, stop: asyncio.Event, started: float, stream: IO[str] | None
+    progress: Progress,
+    stop: asyncio.Event,
+    started: float,
+    stream: IO[str] | None,
+    width: int | None,
 ) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
     from rich.progress import Progress as Bar
 
     loop = asyncio.get_running_loop()
-    console = Console(file=stream, stderr=stream is None)
+    console = Console(file=stream, stderr=stream is None, width=width)
     columns = (
         TextColumn("[bold]cancelling"),
         BarColumn(),
@@ -93,7 +103,8 @@ async def _rich_loop(
             fields = progress_fields(progress, loop.time() - started)
             counts = " ".join(f"{k} {v}" for k, v in sorted(fields["counts"].items()))
             line = (
-                f"{fields['rate_per_s']:.0f}/s of {fields['target_rate_per_s']:.0f}/s · "
+                f"{fields['rate_per_s']:.0f}/s (pace {fields['pace_per_s']:.0f}/s, limit "
+                f"{fields['target_rate_per_s']:.0f}/s) · "
                 f"429s {fields['throttled']} · retries {fields['retries']} · {counts}"
             )
             bar.update(task, completed=progress.done, total=progress.total or None, line=line)

@@ -34,12 +34,19 @@ SUMMARY = {
 
 def test_progress_fields_compute_rate_and_eta() -> None:
     """Done, total, achieved rate and ETA come from the live counters."""
-    p = Progress(total=1000, done=250, requests=260, counts=Counter(cancelled=250), rate_per_s=1782)
+    p = Progress(
+        total=1000,
+        done=250,
+        requests=260,
+        counts=Counter(cancelled=250),
+        rate_per_s=1782,
+        target_rate_per_s=1800,
+    )
     fields = progress_fields(p, 10.0)
     assert fields["rate_per_s"] == 26.0
     assert fields["eta_s"] == 30.0
     assert fields["counts"] == {"cancelled": 250}
-    assert fields["target_rate_per_s"] == 1782
+    assert (fields["pace_per_s"], fields["target_rate_per_s"]) == (1782, 1800)
 
 
 async def test_progress_events_when_not_on_a_tty() -> None:
@@ -63,7 +70,7 @@ async def test_rich_bar_on_a_terminal() -> None:
     """On a terminal the bar shows done/total, the rate and the outcome counts."""
     stream = io.StringIO()
     p = Progress(total=4, done=3, requests=3, counts=Counter(cancelled=3), rate_per_s=100)
-    async with live_progress(p, tty=True, stream=stream):
+    async with live_progress(p, tty=True, stream=stream, width=160):
         await asyncio.sleep(0.05)
     text = stream.getvalue()
     assert "3/4" in text and "cancelled 3" in text
