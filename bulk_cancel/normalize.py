@@ -1,0 +1,74 @@
+"""Trimming and local checks of ids, before anything reaches the network. No I/O.
+
+* :func:`clean` turns a cell into trimmed text: spreadsheets and copy-paste leave spaces, quotes
+  (straight and typographic), no-break spaces and byte-order marks around values.
+* :func:`canonical_uuid` accepts exactly the form 8x8 documents for umids and batch ids
+  (8-4-4-4-12 hex, see ``/work/shared/api/REFERENCE.md``) and returns it lowercase. Braces,
+  ``urn:uuid:`` prefixes and 32 hex digits without dashes are refused: rewriting them would send
+  an id the user never wrote, and the API answers "Invalid umid." for anything but the documented
+  form anyway. The version and variant nibbles are not checked: 8x8's own example
+  (``bda3d56d-1424-e711-813c-06ed3428fe67``) is not an RFC 4122 version.
+* :func:`valid_subaccount` is the documented ``^[A-Za-z0-9\\-._&]{3,50}$``, matched whole
+  (``$`` would let a trailing newline through).
+
+Both checks only ever accept ASCII letters, digits and a few punctuation marks, so nothing that
+passes them can add a path segment, a query or a fragment to a URL.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+__all__ = ["canonical_uuid", "clean", "valid_subaccount"]
+
+#: Every character ``str.isspace()`` accepts (``test_normalize`` checks the list is complete).
+_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    "\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+#: Invisible characters that editors and concatenated exports leave at the ends of a cell:
+#: byte-order mark, zero-width space / joiners, word joiner.
+_INVISIBLE = "\ufeff\u200b\u200c\u200d\u2060"
+#: Straight, typographic and guillemet quotes, and the backtick.
+_QUOTES = "\"'`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u00ab\u00bb\u2039\u203a"
+#: One ``str.strip`` with all three sets reaches the same fixed point as stripping whitespace and
+#: quotes alternately until nothing changes, in one C call.
+_STRIP = _WHITESPACE + _INVISIBLE + _QUOTES
+
+_UUID_LENGTH = 36
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+_SUBACCOUNT = re.compile(r"[A-Za-z0-9\-._&]{3,50}")
+_SUBACCOUNT_MAX = 50
+
+
+def clean(value: object) -> str:
+    """*value* as trimmed text: ``None`` and NaN become ``""``; surrounding whitespace, quotes and
+    invisible characters go, however they nest (``' "abc" '`` → ``abc``). Idempotent."""
+    if type(value) is str:  # the common case first: this runs once per cell
+        return value.strip(_STRIP)
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if type(value).__name__ in {"NAType", "NaTType"}:  # pandas' missing values, without pandas
+        return ""
+    return str(value).strip(_STRIP)
+
+
+def canonical_uuid(value: str) -> str | None:
+    """*value* as a lowercase ``8-4-4-4-12`` hex UUID, or ``None`` when it is not exactly that form.
+
+    The length is checked first, so a 10 kB cell costs nothing; only ASCII hex digits and four
+    dashes in their places pass, so slashes, ``%``, ``?``, ``#``, whitespace, control characters
+    and non-ASCII digits never do.
+    """
+    if len(value) != _UUID_LENGTH or _UUID.fullmatch(value) is None:
+        return None
+    return value.lower()
+
+
+def valid_subaccount(value: str) -> bool:
+    """Whether *value* matches 8x8's documented subaccount id pattern ``[A-Za-z0-9-._&]{3,50}``."""
+    return len(value) <= _SUBACCOUNT_MAX and _SUBACCOUNT.fullmatch(value) is not None
