@@ -58,7 +58,25 @@ def main() -> int:
     if summary_file.exists():
         summary = json.loads(summary_file.read_text())
         print("\ndemo: summary (" + str(summary_file.relative_to(ROOT)) + ")")
-        print(json.dumps({k: summary[k] for k in ("counts", "cancelled_total", "input_rows", "unique", "duplicates", "requests", "retries", "elapsed_s", "exit_code")}, indent=2))
+        print(
+            json.dumps(
+                {
+                    k: summary[k]
+                    for k in (
+                        "counts",
+                        "cancelled_total",
+                        "input_rows",
+                        "unique",
+                        "duplicates",
+                        "requests",
+                        "retries",
+                        "elapsed_s",
+                        "exit_code",
+                    )
+                },
+                indent=2,
+            )
+        )
         print(f"demo: results in {(OUT / 'results.csv').relative_to(ROOT)}; exit code {code}")
     return 0 if code in (0, 1) else code
 

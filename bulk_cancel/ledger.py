@@ -335,7 +335,9 @@ class Ledger:
             counts[outcome] = n
         return counts
 
-    def examples(self, outcome: Outcome, limit: int = 5) -> list[tuple[int | None, str, str | None]]:
+    def examples(
+        self, outcome: Outcome, limit: int = 5
+    ) -> list[tuple[int | None, str, str | None]]:
         """The first rows with *outcome*: ``(line, id as given, detail)``, for ``validate``."""
         return [
             (line, tid, message)
