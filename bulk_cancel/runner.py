@@ -26,6 +26,7 @@ from .client import CancelClient, Canceller, ClientSettings
 from .errors import ExitCode, InputError, LedgerError
 from .ledger import Ledger, ledger_path
 from .model import RESULT_COLUMNS, Kind, Outcome, Result
+from .normalize import canonical_uuid, clean
 from .pipeline import Pipeline, PipelineSettings, Progress, RunReport, StopReason
 from .settings import DEFAULT_BASE_URL, RunSettings
 
@@ -138,7 +139,11 @@ class Runner:
         if source is None:  # a single --batch-id, no input file
             assert s.batch_id is not None and s.subaccount is not None
             stats.input_rows = 1
-            ledger.add([(s.subaccount, s.batch_id.strip().lower(), Kind.BATCH, 0, None, None)])
+            batch_id = canonical_uuid(clean(s.batch_id))
+            local = None
+            if batch_id is None:
+                local = Result(outcome=Outcome.INVALID_UMID, error_message="not a UUID (local check)")
+            ledger.add([(s.subaccount, batch_id or clean(s.batch_id)[:200], Kind.BATCH, 0, None, local)])
         else:
             stats.extra_columns = list(source.extra_columns)
             ledger.set_meta({"extra_columns": stats.extra_columns})

@@ -309,3 +309,48 @@ def test_excel_output_and_split_errors_file(tmp_path: Path) -> None:
     errors = read_results(tmp_path / "results.errors.csv")
     assert [e["outcome"] for e in errors] == ["invalid_umid"]
     assert errors[0]["owner"] == "evil"
+
+
+def test_batch_ids_cancel_whole_batches(tmp_path: Path) -> None:
+    """A batch_id column (or --batch-id) sends DELETE .../messages/batch/{id}, reported per batch."""
+    batches = umids(3, seed=30)
+    src = write_csv(
+        tmp_path / "in.csv",
+        ["batch_id", "subaccount_id"],
+        [[b, SUB] for b in batches] + [[batches[0], SUB]],
+    )
+    out = tmp_path / "results.csv"
+    with simulator("--batch-size", "4") as sim:
+        ran = bulk_cancel("run", "--input", src, "--output", out, "--base-url", sim.url)
+        one = bulk_cancel(
+            "run",
+            "--batch-id",
+            batches[0].upper(),
+            "--subaccount",
+            SUB,
+            "--output",
+            tmp_path / "one.csv",
+            "--base-url",
+            sim.url,
+        )
+        bad = bulk_cancel(
+            "run",
+            "--batch-id",
+            "../x",
+            "--subaccount",
+            SUB,
+            "--output",
+            tmp_path / "bad.csv",
+            "--base-url",
+            sim.url,
+        )
+        state = sim.state(ids=True)
+    assert ran.code == 0, ran.stderr
+    rows = read_results(out)
+    assert [(r["kind"], r["outcome"], r["cancelled_count"]) for r in rows] == [
+        ("batch", "cancelled", "4")
+    ] * 3
+    assert read_summary(out)["cancelled_total"] == 12
+    assert one.code == 0 and read_results(tmp_path / "one.csv")[0]["outcome"] == "not_cancellable"
+    assert bad.code == 0 and read_results(tmp_path / "bad.csv")[0]["outcome"] == "invalid_umid"
+    assert len(state["cancelled_batches"]) == 3 and state["stray"] == 0 and state["requests"] == 4
