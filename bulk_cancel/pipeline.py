@@ -168,8 +168,10 @@ class Pipeline:
         lanes = self._ledger.lanes()
         self.progress.total = sum(n for _, n in lanes)
         self.progress.target_rate_per_s = self._settings.rate_per_s
-        self._ip_limited = len(lanes) > 1 and self._settings.ip_rate_per_s < (
-            self._settings.rate_per_s * len(lanes)
+        # The per-IP cap costs a second limiter per request: skip it when the lanes cannot
+        # exceed it anyway (one subaccount at a rate under the cap, the common case).
+        self._ip_limited = self._settings.ip_rate_per_s < self._settings.rate_per_s * min(
+            len(lanes), MAX_ACTIVE_LANES
         )
         window = min(self._settings.failure_window, max(1, self.progress.total))
         self._window = window
