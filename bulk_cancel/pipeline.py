@@ -28,7 +28,7 @@ from aiolimiter import AsyncLimiter
 from .client import Canceller, Exchange
 from .ledger import Ledger, WorkItem
 from .model import Outcome, Result, Target
-from .policy import Concurrency, RateGate, RetryPolicy, Stop, Verdict, judge
+from .policy import Concurrency, RateGate, RetryPolicy, Stop, Verdict, judge, pace
 
 #: Most subaccount lanes running at once (a file can name thousands of subaccounts).
 MAX_ACTIVE_LANES: Final = 16
@@ -141,12 +141,9 @@ class Pipeline:
         self._first_answers = 0
         self._first_failures = 0
         self._gates: dict[str, RateGate] = {}
-        ip_burst = max(1, round(settings.ip_rate_per_s * 0.01))
-        # The per-IP cap never changes, so aiolimiter's fixed leaky bucket fits; a small bucket
-        # (burst) at rate - burst keeps any one-second window under the cap.
-        self._ip_limiter = AsyncLimiter(
-            ip_burst, ip_burst / max(1.0, settings.ip_rate_per_s - ip_burst)
-        )
+        ip_rate, ip_burst = pace(settings.ip_rate_per_s)
+        # The per-IP cap never changes, so aiolimiter's fixed leaky bucket fits, sized by pace().
+        self._ip_limiter = AsyncLimiter(ip_burst, ip_burst / ip_rate)
 
     # ------------------------------------------------------------------ control
 

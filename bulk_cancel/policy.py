@@ -145,13 +145,26 @@ class RetryPolicy:
 Clock = Callable[[], float]
 
 
+def pace(ceiling_per_s: float) -> tuple[float, int]:
+    """The steady rate and burst that keep every one-second window at or under *ceiling_per_s*.
+
+    A bucket of *burst* tokens refilled at *rate* lets ``rate + burst`` through in the worst
+    second (shared MEASURED.md), so the rate is the ceiling less the burst, less a margin for
+    arrival jitter: requests sent one second apart can arrive a few milliseconds closer together,
+    and the server counts arrivals. Half a per cent each way keeps 99 % of the ceiling.
+    """
+    burst = max(1, min(50, round(ceiling_per_s * 0.005)))
+    margin = ceiling_per_s * 0.005 + 1.0
+    return max(1.0, ceiling_per_s - burst - margin), burst
+
+
 class RateGate:
     """Paces requests for one subaccount; shared by all of its workers.
 
     A token bucket with a small burst, scheduled by reservation (the "virtual scheduling" form of
     GCRA, ITU-T I.371): each caller books the next free slot and sleeps until it. In any window
-    of one second at most ``rate + burst`` requests pass, so the gate runs at ``ceiling - burst``
-    to promise "never more than *ceiling* in any second" (see shared MEASURED.md: aiolimiter's
+    of one second at most ``rate + burst`` requests pass, so the gate runs at :func:`pace` to
+    promise "never more than *ceiling* in any second" (see shared MEASURED.md: aiolimiter's
     bucket starts full and lets a whole second's worth through at once).
 
     On 429 the whole subaccount pauses for Retry-After and the rate halves (once per pause, not
@@ -167,8 +180,8 @@ class RateGate:
         floor_per_s: float = 1.0,
         recover_per_s: float | None = None,
     ) -> None:
-        self.burst = max(1, min(50, round(ceiling_per_s * 0.01)))
-        self.target_per_s = max(floor_per_s, ceiling_per_s - self.burst)
+        rate, self.burst = pace(ceiling_per_s)
+        self.target_per_s = max(min(floor_per_s, ceiling_per_s), rate)
         self.rate_per_s = self.target_per_s
         self._floor = min(floor_per_s, self.target_per_s)
         self._recover_step = recover_per_s or max(1.0, self.target_per_s / 20)

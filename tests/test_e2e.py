@@ -354,3 +354,32 @@ def test_batch_ids_cancel_whole_batches(tmp_path: Path) -> None:
     assert one.code == 0 and read_results(tmp_path / "one.csv")[0]["outcome"] == "not_cancellable"
     assert bad.code == 0 and read_results(tmp_path / "bad.csv")[0]["outcome"] == "invalid_umid"
     assert len(state["cancelled_batches"]) == 3 and state["stray"] == 0 and state["requests"] == 4
+
+
+def test_several_subaccounts_keep_their_own_limits_and_the_ip_cap(tmp_path: Path) -> None:
+    """Per-row subaccounts: each stays under --rate in any second, all together under --ip-rate; no 429."""
+    subs = ["sub_one", "sub_two", "sub_three"]
+    rows = [[u, sub] for sub in subs for u in umids(150, seed=40 + len(sub))]
+    src = write_csv(tmp_path / "in.csv", ["umid", "subaccount_id"], rows)
+    out = tmp_path / "results.csv"
+    with simulator("--rate", "100", "--ip-rate", "200") as sim:
+        ran = bulk_cancel(
+            "run",
+            "--input",
+            src,
+            "--output",
+            out,
+            "--base-url",
+            sim.url,
+            "--rate",
+            "100",
+            "--ip-rate",
+            "200",
+        )
+        state = sim.state()
+    assert ran.code == 0, ran.stderr
+    assert check_accounting(out, 450) == {"cancelled": 450}
+    assert state["throttled"] == 0, (state["max_per_s_by_subaccount"], state["max_ip_per_s"])
+    assert set(state["max_per_s_by_subaccount"]) == set(subs)
+    assert all(n <= 100 for n in state["max_per_s_by_subaccount"].values())
+    assert 150 <= state["max_ip_per_s"] <= 200  # the cap binds, and holds
