@@ -10,7 +10,8 @@ Only conditions that make the whole run pointless raise; a failure for one umid 
     │   ├── InputError              the input file cannot be read or has no usable column
     │   ├── ConfigError             a setting, config file or job file is wrong
     │   └── LedgerError             the ledger refuses: exists already, different input, locked
-    └── CredentialsRejected         exit 3: the API refused the key (401/403) or the subaccount (1001)
+    ├── CredentialsRejected         exit 3: the API refused the key (401/403) or the subaccount (1001)
+    └── Interrupted                 exit 130 / 143: SIGINT or SIGTERM while reading the input
 """
 
 from __future__ import annotations
@@ -63,3 +64,11 @@ class CredentialsRejected(BulkCancelError):
     """The API refused the key or the subaccount; sending more would be futile."""
 
     exit_code = ExitCode.REJECTED
+
+
+class Interrupted(BulkCancelError):
+    """A signal arrived before anything was sent (while reading the input)."""
+
+    def __init__(self, message: str, *, sigterm: bool) -> None:
+        super().__init__(message)
+        self.exit_code = ExitCode.SIGTERM if sigterm else ExitCode.SIGINT

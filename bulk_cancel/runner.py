@@ -13,7 +13,8 @@ import shlex
 import signal
 import tempfile
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ import structlog
 
 from . import readers, writers
 from .client import CancelClient, Canceller, ClientSettings
-from .errors import ExitCode, InputError, LedgerError
+from .errors import ExitCode, InputError, Interrupted, LedgerError
 from .ledger import Ledger, ledger_path
 from .model import RESULT_COLUMNS, Kind, Outcome, Result
 from .normalize import canonical_uuid, clean
@@ -142,13 +143,18 @@ class Runner:
             batch_id = canonical_uuid(clean(s.batch_id))
             local = None
             if batch_id is None:
-                local = Result(outcome=Outcome.INVALID_UMID, error_message="not a UUID (local check)")
-            ledger.add([(s.subaccount, batch_id or clean(s.batch_id)[:200], Kind.BATCH, 0, None, local)])
+                local = Result(
+                    outcome=Outcome.INVALID_UMID, error_message="not a UUID (local check)"
+                )
+            ledger.add(
+                [(s.subaccount, batch_id or clean(s.batch_id)[:200], Kind.BATCH, 0, None, local)]
+            )
         else:
             stats.extra_columns = list(source.extra_columns)
             ledger.set_meta({"extra_columns": stats.extra_columns})
             now = _now()
             for chunk in source:
+                self._check_interrupt()
                 stats.input_rows += len(chunk)
                 if s.max_rows is not None and stats.input_rows > s.max_rows:
                     raise InputError(
@@ -185,6 +191,33 @@ class Runner:
             blank_rows=stats.blank_rows,
         )
         return stats
+
+    def _check_interrupt(self) -> None:
+        """Between input chunks: leave if a signal arrived (nothing has been sent yet)."""
+        if self._signal is not None:
+            raise Interrupted(
+                "interrupted while reading the input; nothing was sent and no ledger was kept: "
+                "run the same command again",
+                sigterm=self._signal == signal.SIGTERM,
+            )
+
+    @contextmanager
+    def _signals_while_reading(self) -> Iterator[None]:
+        """Reading is synchronous, so the event loop's signal handlers cannot run: note a
+        SIGINT/SIGTERM in a plain handler instead, and stop at the next chunk."""
+
+        def note(signum: int, frame: object) -> None:
+            self._signal = signum
+
+        previous = {}
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with suppress(ValueError):  # not the main thread: leave the handlers alone
+                    previous[signum] = signal.signal(signum, note)
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _prepare(self) -> Ledger:
         """Open or create the ledger and make sure it holds the whole input."""
@@ -272,7 +305,8 @@ class Runner:
             source = self._open_source() if self.settings.input is not None else None
             ledger = Ledger.create(Path(tmp) / "plan.ledger.sqlite", {"settings": {}})
             try:
-                stats = self._ingest(ledger, source)
+                with self._signals_while_reading():
+                    stats = self._ingest(ledger, source)
                 lanes = ledger.lanes()
                 counts = ledger.counts()
                 examples = {
@@ -308,7 +342,8 @@ class Runner:
         s = self.settings
         started_wall = _now()
         started = time.monotonic()
-        ledger = self._prepare()
+        with self._signals_while_reading():
+            ledger = self._prepare()
         report = RunReport()
         try:
             ledger.set_meta({"last_run_started_at": started_wall})

@@ -294,3 +294,23 @@ def test_second_ctrl_c_exits_at_once_and_the_ledger_stays_consistent(tmp_path: P
     rows = read_results(out)
     assert sorted(r["umid"] for r in rows) == sorted(ids)
     assert set(Counter(r["outcome"] for r in rows)) <= {"cancelled", "unconfirmed"}
+
+
+def test_ctrl_c_while_reading_stops_without_sending(tmp_path: Path) -> None:
+    """A signal during the input phase stops at the next chunk: exit 130, nothing sent, no ledger left."""
+    src = tmp_path / "in.csv"
+    src.write_text("umid\n" + "\n".join(umids(400_000, seed=19)) + "\n")
+    out = tmp_path / "results.csv"
+    ledger = tmp_path / "results.ledger.sqlite"
+    with simulator() as sim:
+        proc = start_run(src, out, sim)
+        deadline = time.monotonic() + 30
+        while not ledger.exists():  # the ledger is created just before reading starts
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        code, err = finish(proc)
+        assert sim.state()["requests"] == 0
+    assert code == 130, err
+    assert "nothing was sent" in err
+    assert not ledger.exists() and not out.exists()
