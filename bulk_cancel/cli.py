@@ -90,6 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(run)
     run.set_defaults(handler=_cmd_run)
 
+    config = sub.add_parser(
+        "config",
+        help="show the effective settings and where each comes from",
+        description="Show the settings a run would use (flag > environment > job file > config file > default), the key masked.",
+        epilog="example:\n  bulk-cancel config show jobs/nightly-cleanup.example.toml --rate 900",
+        formatter_class=_Formatter,
+    )
+    config_sub = config.add_subparsers(dest="config_command", metavar="show", required=True)
+    show = config_sub.add_parser(
+        "show",
+        help="print the effective settings",
+        description="Print the effective settings of a run and where each comes from; the key is never shown.",
+        epilog="example:\n  bulk-cancel config show jobs/demo.toml",
+        formatter_class=_Formatter,
+    )
+    _add_run_arguments(show)
+    show.set_defaults(handler=_cmd_config_show)
+
     validate = sub.add_parser(
         "validate",
         help="check a file without sending anything",
@@ -176,6 +194,24 @@ def _add_input_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "job",
+        nargs="?",
+        metavar="JOB.toml",
+        help="a job file (TOML) holding these settings; flags override it",
+    )
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        type=Path,
+        help="config file (default: $BULK_CANCEL_CONFIG, else ~/.config/bulk-cancel/config.toml if present)",
+    )
+    p.add_argument(
+        "--archive-dir",
+        metavar="DIR",
+        type=Path,
+        help="with a glob --input (a drop folder): where each processed file is moved, so none is processed twice",
+    )
+    p.add_argument(
         "--input", metavar="PATH", help=".csv .tsv .parquet .xlsx .txt, or - for CSV on stdin"
     )
     p.add_argument(
@@ -195,7 +231,17 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--base-url",
         metavar="URL",
         default="https://chatapps.8x8.com",
-        help="the API host of your product and region",
+        help="the API host; set it, or --product and --region",
+    )
+    api.add_argument(
+        "--product",
+        choices=("chatapps", "sms"),
+        help="8x8 product, with --region, instead of --base-url",
+    )
+    api.add_argument(
+        "--region",
+        choices=("asia", "us", "eu", "id"),
+        help="8x8 region, with --product, instead of --base-url",
     )
     api.add_argument(
         "--rate",
@@ -269,6 +315,11 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="how many first answers the failure threshold looks at",
     )
     safety.add_argument(
+        "--yes",
+        action="store_true",
+        help="do not ask for confirmation on a terminal (never asked when not on one)",
+    )
+    safety.add_argument(
         "--dry-run",
         action="store_true",
         help="read, validate and de-duplicate, print the plan, send nothing",
@@ -299,48 +350,107 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------- commands
 
 
-def _settings_from_args(ns: argparse.Namespace) -> Any:
+def _resolve(ns: argparse.Namespace, argv: Sequence[str]) -> Any:
+    """The effective settings: flag > environment > job file > config file > default."""
+    from . import config
+
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_run_arguments(parser)
+    actions = config.setting_actions(parser)
+    defaults = {name: action.default for name, action in actions.items()}
+    for action in actions.values():
+        action.default = argparse.SUPPRESS
+    tail = list(argv)[list(argv).index(ns.command) + 1 :]
+    if ns.command == "config":
+        tail = tail[1:]
+    given = vars(parser.parse_known_args(tail)[0])
+    given.pop("job", None)
+    given.pop("config", None)
+    env = config.environment()
+    job = config.read_toml(Path(ns.job), actions, kind="job") if ns.job else {}
+    config_path = config.config_file(ns.config, env)
+    file = config.read_toml(config_path, actions, kind="config") if config_path else {}
+    resolved = config.resolve(
+        defaults=defaults,
+        flags=given,
+        env=config.from_environment(env, actions),
+        job=job,
+        config=file,
+    )
+    values, sources = resolved.values, resolved.sources
+    if sources["job_name"] == "default" and ns.job:
+        values["job_name"] = Path(ns.job).stem
+        sources["job_name"] = "job"
+    if (values.get("product") or values.get("region")) and sources["base_url"] == "default":
+        from .settings import base_url_for
+
+        values["base_url"] = base_url_for(
+            values.get("product") or "chatapps", values.get("region") or "asia"
+        )
+        sources["base_url"] = sources["product"] if values.get("product") else sources["region"]
+    return resolved
+
+
+def _settings_from_values(values: dict[str, Any]) -> Any:
+    from datetime import datetime
+
+    from .config import render_output
     from .policy import RetryPolicy
     from .settings import RunSettings, check_base_url, check_subaccount
+    from .writers import output_format
 
-    if ns.subaccount is not None:
-        check_subaccount(ns.subaccount)
-    if ns.input is None and ns.batch_id is None and not ns.retry_failed:
-        raise ConfigError("nothing to cancel: give --input FILE (or --batch-id UUID)")
-    if ns.batch_id is not None and ns.subaccount is None:
+    if values.get("subaccount") is not None:
+        check_subaccount(values["subaccount"])
+    if (
+        values.get("input") is None
+        and values.get("batch_id") is None
+        and not values.get("retry_failed")
+    ):
+        raise ConfigError(
+            "nothing to cancel: give --input FILE (or --batch-id UUID), or a job file"
+        )
+    if values.get("batch_id") is not None and values.get("subaccount") is None:
         raise ConfigError("--batch-id needs --subaccount")
-    if ns.output is None:
+    if values.get("output") is None:
         raise ConfigError(
             "--output PATH is required: where the results go (.csv, .parquet or .xlsx)"
         )
-    from .writers import output_format
-
-    output_format(ns.output)
+    output = render_output(
+        Path(values["output"]),
+        job=values["job_name"],
+        input_path=values.get("input"),
+        now=datetime.now(),
+    )
+    output_format(output)
     return RunSettings(
-        input=ns.input,
-        output=ns.output,
-        subaccount=ns.subaccount,
-        column=ns.column,
-        subaccount_column=ns.subaccount_column,
-        sheet=ns.sheet,
-        encoding=ns.encoding,
-        batch_id=ns.batch_id,
-        base_url=check_base_url(ns.base_url, allow_insecure_http=ns.allow_insecure_http),
-        rate_per_s=ns.rate,
-        ip_rate_per_s=ns.ip_rate,
-        concurrency=ns.concurrency,
-        timeout_s=ns.timeout,
-        retry=RetryPolicy(max_attempts=ns.max_attempts, max_elapsed_s=ns.max_retry_time),
-        failure_threshold=ns.failure_threshold,
-        failure_window=ns.failure_window,
-        max_rows=ns.max_rows,
-        resume=ns.resume,
-        retry_failed=ns.retry_failed,
-        dry_run=ns.dry_run,
-        split=ns.split,
-        metrics_file=ns.metrics_file,
-        job=ns.job_name,
-        allow_insecure_http=ns.allow_insecure_http,
+        input=values.get("input"),
+        output=output,
+        subaccount=values.get("subaccount"),
+        column=values.get("column"),
+        subaccount_column=values.get("subaccount_column"),
+        sheet=values.get("sheet"),
+        encoding=values.get("encoding"),
+        batch_id=values.get("batch_id"),
+        base_url=check_base_url(
+            values["base_url"], allow_insecure_http=values["allow_insecure_http"]
+        ),
+        rate_per_s=values["rate"],
+        ip_rate_per_s=values["ip_rate"],
+        concurrency=values.get("concurrency"),
+        timeout_s=values["timeout"],
+        retry=RetryPolicy(
+            max_attempts=values["max_attempts"], max_elapsed_s=values["max_retry_time"]
+        ),
+        failure_threshold=values["failure_threshold"],
+        failure_window=values["failure_window"],
+        max_rows=values.get("max_rows"),
+        resume=values["resume"],
+        retry_failed=values["retry_failed"],
+        dry_run=values["dry_run"],
+        split=values["split"],
+        metrics_file=values.get("metrics_file"),
+        job=values["job_name"],
+        allow_insecure_http=values["allow_insecure_http"],
     )
 
 
@@ -358,17 +468,21 @@ def _api_key() -> str:
 def _cmd_run(ns: argparse.Namespace) -> int:
     from . import logs
 
-    settings = _settings_from_args(ns)
+    resolved = _resolve(ns, ns.argv)
+    values = resolved.values
+    if values.get("input") and _is_glob(values["input"]):
+        return _cmd_drop_folder(ns, values)
+    settings = _settings_from_values(values)
     if settings.dry_run:
-        logs.configure(json=_json_logs(ns))
+        logs.configure(json=_json_logs_value(values["log_format"]))
         return _print_plan(settings)
     key = _api_key()
     tty = sys.stderr.isatty()
     # On a terminal the progress bar and the summary table tell the story; logs only warn.
     logs.configure(
         secrets=[key],
-        json=_json_logs(ns),
-        level="warning" if tty and ns.log_format == "auto" else "info",
+        json=_json_logs_value(values["log_format"]),
+        level="warning" if tty and values["log_format"] == "auto" else "info",
     )
     import structlog
 
@@ -377,7 +491,10 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     log = structlog.get_logger("bulk_cancel")
     for note in settings.warnings():
         log.warning("settings.warning", message=note)
-    runner = Runner(settings, key)
+    confirm = None
+    if sys.stdin.isatty() and sys.stderr.isatty() and not values["yes"]:
+        confirm = _ask
+    runner = Runner(settings, key, confirm=confirm)
     result = _run_async(lambda: _with_progress(runner, tty=tty))
     summary = result.summary
     if tty:
@@ -402,6 +519,70 @@ async def _with_progress(runner: Any, *, tty: bool) -> Any:
 
     async with live_progress(runner.progress, tty=tty):
         return await runner.run()
+
+
+def _is_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _ask(plan: dict[str, Any]) -> bool:
+    """On a terminal, say what is about to be cancelled and ask."""
+    subs = ", ".join(f"{sub} ({n:,})" for sub, n in list(plan["per_subaccount"].items())[:5])
+    more = " and more" if len(plan["per_subaccount"]) > 5 else ""
+    answer = input(
+        f"Cancel up to {plan['to_send']:,} scheduled messages in subaccount(s) {subs}{more} "
+        f"via {plan['base_url']}? [y/N] "
+    )
+    return answer.strip().lower() in {"y", "yes"}
+
+
+def _cmd_drop_folder(ns: argparse.Namespace, values: dict[str, Any]) -> int:
+    """A glob input: process each matching file once, then move it to the archive folder."""
+    from . import logs
+    from .jobs import DropFolder
+
+    key = "" if values["dry_run"] else _api_key()
+    logs.configure(secrets=[key] if key else [], json=_json_logs_value(values["log_format"]))
+    folder = DropFolder(
+        pattern=values["input"], archive_dir=values.get("archive_dir"), job=values["job_name"]
+    )
+
+    def one(path: Path, output: Path | None, resume: bool) -> int:
+        from .runner import Runner
+
+        file_values = {**values, "input": str(path), "resume": resume}
+        if output is not None:
+            file_values["output"] = output
+        settings = _settings_from_values(file_values)
+        if settings.dry_run:
+            return _print_plan(settings)
+        result = _run_async(lambda: Runner(settings, key).run())
+        if result.message:
+            print(f"bulk-cancel: {path.name}: {result.message}", file=sys.stderr)
+        return int(result.exit_code)
+
+    return folder.run(
+        one, render=lambda p: _settings_from_values({**values, "input": str(p)}).output
+    )
+
+
+def _cmd_config_show(ns: argparse.Namespace) -> int:
+    from .settings import API_KEY_ENV
+
+    resolved = _resolve(ns, ns.argv)
+    width = max(len(k) for k in resolved.values)
+    for name in sorted(resolved.values):
+        value = resolved.values[name]
+        print(f"{name:<{width}}  {value!s:<40}  ({resolved.sources[name]})")
+    key = os.environ.get(API_KEY_ENV, "")
+    print(
+        f"{'api key':<{width}}  {'set, ' + str(len(key)) + ' characters' if key else 'NOT SET'}  (environment {API_KEY_ENV}; never shown)"
+    )
+    return int(ExitCode.OK)
+
+
+def _json_logs_value(fmt: str) -> bool | None:
+    return {"auto": None, "json": True, "console": False}[fmt]
 
 
 def _print_plan(settings: Any, fmt: str = "json") -> int:
@@ -463,7 +644,7 @@ def _cmd_simulate(ns: argparse.Namespace) -> int:
 
 
 def _json_logs(ns: argparse.Namespace) -> bool | None:
-    return {"auto": None, "json": True, "console": False}[ns.log_format]
+    return _json_logs_value(ns.log_format)
 
 
 def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -481,7 +662,9 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bulk-cancel`` console script."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     ns = parser.parse_args(argv)
+    ns.argv = argv
     try:
         code: int = ns.handler(ns)
     except BulkCancelError as exc:

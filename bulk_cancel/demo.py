@@ -1,7 +1,7 @@
 """``make demo``: start the simulator, cancel the sample job against it, print the summary.
 
 Runs the real command in real processes, the way a user would: ``bulk-cancel simulate`` in the
-background, then ``bulk-cancel run`` on the sample file pointed at it.
+background, then ``bulk-cancel run jobs/demo.toml`` pointed at it.
 """
 
 from __future__ import annotations
@@ -44,10 +44,7 @@ def main() -> int:
     print(f"demo: simulator at {url} (400 req/s per subaccount, 20 ms latency, a few faults)")
     try:
         env = {**os.environ, "EIGHTX8_API_KEY": "demo-key-not-a-secret"}
-        args = [
-            "--input", "jobs/demo-umids.csv", "--subaccount", "demo_sub",
-            "--output", "out/demo/results.csv", "--rate", "300", "--base-url", url,
-        ]  # fmt: skip
+        args = ["jobs/demo.toml", "--base-url", url, "--yes"]
         cmd = [sys.executable, "-m", "bulk_cancel", "run", *args]
         print("demo: $ bulk-cancel run", " ".join(args))
         code = subprocess.call(cmd, env=env, cwd=ROOT)

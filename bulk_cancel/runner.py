@@ -13,7 +13,7 @@ import shlex
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +24,7 @@ import structlog
 
 from . import readers, writers
 from .client import CancelClient, Canceller, ClientSettings
-from .errors import ExitCode, InputError, Interrupted, LedgerError
+from .errors import ExitCode, InputError, Interrupted, LedgerError, UsageError
 from .ledger import Ledger, ledger_path
 from .model import RESULT_COLUMNS, Kind, Outcome, Result
 from .normalize import canonical_uuid, clean
@@ -98,12 +98,14 @@ class Runner:
         canceller: Canceller | None = None,
         progress: Progress | None = None,
         stdin: Any = None,
+        confirm: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.settings = settings
         self._api_key = api_key
         self._canceller = canceller
         self.progress = progress or Progress()
         self._stdin = stdin
+        self._confirm = confirm
         self.pipeline: Pipeline | None = None
         self._signal: int | None = None
 
@@ -290,10 +292,7 @@ class Runner:
                 ledger.commit()
         except BaseException:
             # Nothing was sent: leave no ledger behind, so the fixed input can simply run again.
-            ledger.close()
-            for suffix in ("", "-wal", "-shm", ".lock"):
-                with suppress(FileNotFoundError):
-                    Path(str(path) + suffix).unlink()
+            _discard(ledger)
             raise
         return ledger
 
@@ -344,6 +343,16 @@ class Runner:
         started = time.monotonic()
         with self._signals_while_reading():
             ledger = self._prepare()
+        if self._confirm is not None and not s.resume and not s.retry_failed:
+            lanes = ledger.lanes()
+            plan = {
+                "to_send": sum(n for _, n in lanes),
+                "per_subaccount": dict(lanes),
+                "base_url": s.base_url,
+            }
+            if plan["to_send"] and not self._confirm(plan):
+                _discard(ledger)
+                raise UsageError("not confirmed: nothing was sent")
         report = RunReport()
         try:
             ledger.set_meta({"last_run_started_at": started_wall})
@@ -511,3 +520,11 @@ class Runner:
         if report.stop_reason == StopReason.INTERRUPTED:
             return f"interrupted; nothing is lost. To finish: {resume_command(s)}"
         return None
+
+
+def _discard(ledger: Ledger) -> None:
+    """Close and delete a ledger through which nothing was sent."""
+    ledger.close()
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        with suppress(FileNotFoundError):
+            Path(str(ledger.path) + suffix).unlink()
