@@ -9,7 +9,6 @@ overlapping cron runs apart.
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import hashlib
 import json
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from . import locks
 from .errors import BulkCancelError, ConfigError, ExitCode, LedgerError
 
 log = structlog.get_logger("bulk_cancel")
@@ -38,21 +38,16 @@ def job_lock(job: str, anchor: Path) -> Iterator[None]:
     """Hold the job's lock (a file in the temp folder, keyed by the job and its folder)."""
     digest = hashlib.sha256(str(anchor.resolve()).encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"bulk-cancel-{job}-{digest}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    taken = locks.take(path)
+    if isinstance(taken, str):
+        raise LedgerError(
+            f"job {job!r}: another run (pid {taken}) is still going; this one does nothing. "
+            "If runs overlap often, schedule them further apart"
+        )
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise LedgerError(
-                f"job {job!r}: another run (pid {holder}) is still going; this one does nothing. "
-                "If runs overlap often, schedule them further apart"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
-        os.close(fd)
+        locks.release(taken)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,6 @@ power loss can roll back the last commits).
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from typing import Any, Final
 
 import orjson
 
+from . import locks
 from .errors import LedgerError
 from .model import RESULT_COLUMNS, Kind, Outcome, Result
 
@@ -409,23 +408,15 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _lock(path: Path) -> int:
     """Take the run lock beside the ledger, so overlapping runs (cron) cannot collide."""
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
+    taken = locks.take(path.with_name(path.name + ".lock"))
+    if isinstance(taken, str):
         raise LedgerError(
-            f"{path}: another bulk-cancel run (pid {holder}) is using this ledger; "
+            f"{path}: another bulk-cancel run (pid {taken}) is using this ledger; "
             "wait for it to finish or choose another --output"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
+        )
+    return taken
 
 
 def _unlock(fd: int) -> None:
     if fd >= 0:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        locks.release(fd)

@@ -323,16 +323,8 @@ class Pipeline:
                 verdict.retry_after_s if verdict.throttled and verdict.retry_after_s else wait
             )
             if policy.gives_up(attempts, self._clock() - started, budget_wait):
-                failed = Result(
-                    outcome=Outcome.FAILED,
-                    http_status=exchange.status,
-                    error_code=exchange.code,
-                    error_message=f"gave up after {attempts} attempts: {_describe(exchange, verdict)}",
-                    error_id=exchange.error_id,
-                    attempts=attempts,
-                    finished_at=_now_iso(),
-                )
-                self._finish(item, failed, ambiguous)
+                message = f"gave up after {attempts} attempts: {_describe(exchange, verdict)}"
+                self._finish(item, _failed(exchange, attempts, message), ambiguous)
                 return verdict
             progress.retries += 1
             if self.stopping:
@@ -346,16 +338,8 @@ class Pipeline:
         # PENDING (not_attempted); one that may have been cancelled is `failed`, kept ambiguous,
         # so that --resume or --retry-failed re-sends it and judges "nothing to cancel" honestly.
         if ambiguous:
-            stopped = Result(
-                outcome=Outcome.FAILED,
-                http_status=exchange.status,
-                error_code=exchange.code,
-                error_message=f"the run stopped before a final answer (may have been cancelled): {_describe(exchange, Verdict(None))}",
-                error_id=exchange.error_id,
-                attempts=attempts,
-                finished_at=_now_iso(),
-            )
-            self._recorder.add(item.seq, stopped, True)
+            message = f"the run stopped before a final answer (may have been cancelled): {_describe(exchange, Verdict(None))}"
+            self._recorder.add(item.seq, _failed(exchange, attempts, message), True)
             self.progress.counts[Outcome.FAILED.value] += 1
         else:
             self._ledger.release([item.seq])
@@ -376,6 +360,19 @@ class Pipeline:
                         f"more than {self._settings.failure_threshold:.0%} of the first "
                         f"{self._window} answered rows failed (last: {result.error_message})",
                     )
+
+
+def _failed(exchange: Exchange, attempts: int, message: str) -> Result:
+    """A ``failed`` row keeping the last answer's details (errorId for 8x8 support)."""
+    return Result(
+        outcome=Outcome.FAILED,
+        http_status=exchange.status,
+        error_code=exchange.code,
+        error_message=message,
+        error_id=exchange.error_id,
+        attempts=attempts,
+        finished_at=_now_iso(),
+    )
 
 
 def _result(verdict: Verdict, exchange: Exchange, attempts: int) -> Result:
