@@ -24,7 +24,8 @@ _EXIT_CODES = """\
 exit codes:
   0    every row got an answer
   1    some rows failed or were not attempted (see the results file)
-  2    bad usage, config or input: nothing was sent
+  2    bad usage, config or input, a "no" at the confirmation, or the job is already
+       running (its lock is held): nothing was sent
   3    stopped because the API rejected the key or the subaccount
   130  interrupted by Ctrl-C (SIGINT); 143 by SIGTERM: resume with --resume
 """
@@ -35,38 +36,16 @@ examples:
   bulk-cancel run --input umids.csv --subaccount acme_hq --output results.csv
   bulk-cancel run --input umids.csv --subaccount acme_hq --output results.csv --resume
   bulk-cancel run --input - --subaccount acme_hq --output results.csv < umids.csv
+  bulk-cancel run jobs/nightly-cleanup.toml --rate 900   # a job file; flags override it
+
+Every flag is also a key in a job or config file (--max-rows: max_rows) and an environment
+variable (BULK_CANCEL_MAX_ROWS); flag > environment > job file > config file > default.
+config.example.toml lists them all; `bulk-cancel config show` shows what a run would use.
 """
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     pass
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _share(text: str) -> float:
-    value = _positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a share between 0 and 1, e.g. 0.5")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     _add_run_arguments(show)
+    show.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     show.set_defaults(handler=_cmd_config_show)
 
     validate = sub.add_parser(
@@ -159,299 +139,94 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_input_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("input")
-    g.add_argument(
-        "--subaccount",
-        metavar="ID",
-        help="subaccount for rows without their own subaccount_id column",
-    )
-    g.add_argument(
-        "--column",
-        metavar="NAME",
-        help="the id column (default: umid, else message_id / messageId, else batch_id)",
-    )
-    g.add_argument(
-        "--subaccount-column",
-        metavar="NAME",
-        help="the per-row subaccount column (default: subaccount_id / subAccountId)",
-    )
-    g.add_argument(
-        "--sheet", metavar="NAME", help="Excel sheet (default: the first with an id column)"
-    )
-    g.add_argument(
-        "--encoding",
-        metavar="NAME",
-        help="text encoding of CSV/TSV/TXT input (default: UTF-8, UTF-16 by BOM)",
-    )
-    g.add_argument(
-        "--max-rows",
-        type=_positive_int,
-        metavar="N",
-        help="refuse inputs with more rows than this (a guard for destructive jobs)",
-    )
+def _add_input_arguments(p: argparse.ArgumentParser, *, layered: bool = False) -> None:
+    """The flags that say how to read the input (``validate`` shares them with ``run``)."""
+    from .config import INPUT_GROUP, SETTINGS
+
+    group = p.add_argument_group(INPUT_GROUP)
+    for setting in SETTINGS:
+        if setting.group == INPUT_GROUP:
+            _add_flag(group, setting, layered=layered)
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """``run`` (and ``config show``): a job file, a config file, and a flag per setting.
+
+    Flags default to "not given" (``argparse.SUPPRESS``) so that precedence can tell a flag from
+    a default; the help shows the registry's default instead.
+    """
+    from .config import INPUT_GROUP, SETTINGS, TARGET_GROUP
+
     p.add_argument(
         "job",
         nargs="?",
-        metavar="JOB.toml",
-        help="a job file (TOML) holding these settings; flags override it",
+        metavar="JOB",
+        default=argparse.SUPPRESS,  # no type=: argparse would convert SUPPRESS itself
+        help="a job file (TOML) whose keys are these flags' names in snake_case; flags override it",
     )
     p.add_argument(
         "--config",
         metavar="PATH",
         type=Path,
-        help="config file (default: $BULK_CANCEL_CONFIG, else ~/.config/bulk-cancel/config.toml if present)",
+        default=argparse.SUPPRESS,
+        help="config file (default: $BULK_CANCEL_CONFIG, else ~/.config/bulk-cancel/config.toml "
+        "if it exists)",
     )
-    p.add_argument(
-        "--archive-dir",
-        metavar="DIR",
-        type=Path,
-        help="with a glob --input (a drop folder): where each processed file is moved, so none is processed twice",
-    )
-    p.add_argument(
-        "--input", metavar="PATH", help=".csv .tsv .parquet .xlsx .txt, or - for CSV on stdin"
-    )
-    p.add_argument(
-        "--output",
-        metavar="PATH",
-        type=Path,
-        help="results file (.csv .parquet .xlsx); the summary goes to <name>.summary.json and the ledger to <name>.ledger.sqlite",
-    )
-    _add_input_arguments(p)
-    p.add_argument(
-        "--batch-id",
-        metavar="UUID",
-        help="cancel one whole batch (DELETE .../messages/batch/{batchId}) instead of reading a file",
-    )
-    api = p.add_argument_group("API")
-    api.add_argument(
-        "--base-url",
-        metavar="URL",
-        default="https://chatapps.8x8.com",
-        help="the API host; set it, or --product and --region",
-    )
-    api.add_argument(
-        "--product",
-        choices=("chatapps", "sms"),
-        help="8x8 product, with --region, instead of --base-url",
-    )
-    api.add_argument(
-        "--region",
-        choices=("asia", "us", "eu", "id"),
-        help="8x8 region, with --product, instead of --base-url",
-    )
-    api.add_argument(
-        "--rate",
-        type=_positive_float,
-        default=1500.0,
-        metavar="N",
-        help="requests per second per subaccount, never exceeded in any second (8x8 allows 1800 unless raised)",
-    )
-    api.add_argument(
-        "--ip-rate",
-        type=_positive_float,
-        default=3000.0,
-        metavar="N",
-        help="requests per second over all subaccounts (8x8's per-IP limit)",
-    )
-    api.add_argument(
-        "--concurrency",
-        type=_positive_int,
-        metavar="N",
-        help="most requests in flight per subaccount (default: sized from rate x latency)",
-    )
-    api.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=30.0,
-        metavar="S",
-        help="seconds to wait for one answer",
-    )
-    api.add_argument(
-        "--max-attempts",
-        type=_positive_int,
-        default=6,
-        metavar="N",
-        help="attempts per row on transient failures (429, 5xx, timeouts)",
-    )
-    api.add_argument(
-        "--max-retry-time",
-        type=_positive_float,
-        default=120.0,
-        metavar="S",
-        help="seconds of retrying per row before it is reported failed",
-    )
-    api.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        help="allow http:// to a non-loopback host (the key would travel unencrypted)",
-    )
-    safety = p.add_argument_group("safety and resuming")
-    safety.add_argument(
-        "--resume",
-        action="store_true",
-        help="finish an interrupted run: same --input and --output; rows already answered are skipped",
-    )
-    safety.add_argument(
-        "--retry-failed",
-        action="store_true",
-        help="re-send only the rows a finished run reported failed or not_attempted",
-    )
-    safety.add_argument(
-        "--failure-threshold",
-        type=_share,
-        default=0.5,
-        metavar="SHARE",
-        help="stop when more than this share of the first --failure-window answered rows failed",
-    )
-    safety.add_argument(
-        "--failure-window",
-        type=_positive_int,
-        default=1000,
-        metavar="N",
-        help="how many first answers the failure threshold looks at",
-    )
-    safety.add_argument(
-        "--yes",
-        action="store_true",
-        help="do not ask for confirmation on a terminal (never asked when not on one)",
-    )
-    safety.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="read, validate and de-duplicate, print the plan, send nothing",
-    )
-    out = p.add_argument_group("output")
-    out.add_argument(
-        "--split",
-        action="store_true",
-        help="also write <name>.errors.csv with the rows worth another look, original columns included",
-    )
-    out.add_argument(
-        "--metrics-file",
-        metavar="PATH",
-        type=Path,
-        help="write Prometheus textfile-collector metrics here",
-    )
-    out.add_argument(
-        "--job-name", metavar="NAME", default="bulk-cancel", help="job label for metrics and logs"
-    )
-    out.add_argument(
-        "--log-format",
-        choices=("auto", "json", "console"),
-        default="auto",
-        help="log lines on stderr: JSON when not a TTY",
-    )
+    for setting in SETTINGS:
+        if setting.group == TARGET_GROUP:
+            _add_flag(p, setting, layered=True)
+    _add_input_arguments(p, layered=True)
+    groups: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.group not in (TARGET_GROUP, INPUT_GROUP):
+            if setting.group not in groups:
+                groups[setting.group] = p.add_argument_group(setting.group)
+            _add_flag(groups[setting.group], setting, layered=True)
+
+
+def _add_flag(group: Any, setting: Any, *, layered: bool) -> None:
+    """One flag from its registry entry; *layered*: not given means ``argparse.SUPPRESS``."""
+    from .config import Kind
+
+    kwargs: dict[str, Any] = {"dest": setting.name, "help": setting.help}
+    if layered:
+        kwargs["default"] = argparse.SUPPRESS
+        shown = setting.default_text()
+        if shown is not None:
+            kwargs["help"] += f" (default: {shown})"
+    if setting.kind is Kind.BOOL:
+        # A bool a file can set true needs a way back: --split / --no-split.
+        kwargs["action"] = argparse.BooleanOptionalAction if setting.in_files else "store_true"
+    elif setting.choices:
+        kwargs["choices"] = setting.choices
+    else:
+        kwargs["metavar"] = setting.metavar
+        kwargs["type"] = _flag_type(setting)
+    group.add_argument(setting.flag, **kwargs)
+
+
+def _flag_type(setting: Any) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return setting.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} {exc}") from None
+
+    parse.__name__ = setting.name  # argparse names the type in some errors
+    return parse
 
 
 # ---------------------------------------------------------------------- commands
 
 
-def _resolve(ns: argparse.Namespace, argv: Sequence[str]) -> Any:
-    """The effective settings: flag > environment > job file > config file > default."""
+def _settings_from_args(ns: argparse.Namespace) -> Any:
+    """The effective settings (a ``config.ResolvedSettings``) of ``run`` or ``config show``."""
     from . import config
 
-    parser = argparse.ArgumentParser(add_help=False)
-    _add_run_arguments(parser)
-    actions = config.setting_actions(parser)
-    defaults = {name: action.default for name, action in actions.items()}
-    for action in actions.values():
-        action.default = argparse.SUPPRESS
-    tail = list(argv)[list(argv).index(ns.command) + 1 :]
-    if ns.command == "config":
-        tail = tail[1:]
-    given = vars(parser.parse_known_args(tail)[0])
-    given.pop("job", None)
-    given.pop("config", None)
-    env = config.environment()
-    job = config.read_toml(Path(ns.job), actions, kind="job") if ns.job else {}
-    config_path = config.config_file(ns.config, env)
-    file = config.read_toml(config_path, actions, kind="config") if config_path else {}
-    resolved = config.resolve(
-        defaults=defaults,
-        flags=given,
-        env=config.from_environment(env, actions),
-        job=job,
-        config=file,
-    )
-    values, sources = resolved.values, resolved.sources
-    if sources["job_name"] == "default" and ns.job:
-        values["job_name"] = Path(ns.job).stem
-        sources["job_name"] = "job"
-    if (values.get("product") or values.get("region")) and sources["base_url"] == "default":
-        from .settings import base_url_for
-
-        values["base_url"] = base_url_for(
-            values.get("product") or "chatapps", values.get("region") or "asia"
-        )
-        sources["base_url"] = sources["product"] if values.get("product") else sources["region"]
-    return resolved
-
-
-def _settings_from_values(values: dict[str, Any]) -> Any:
-    from datetime import datetime
-
-    from .config import render_output
-    from .policy import RetryPolicy
-    from .settings import RunSettings, check_base_url, check_subaccount
-    from .writers import output_format
-
-    if values.get("subaccount") is not None:
-        check_subaccount(values["subaccount"])
-    if (
-        values.get("input") is None
-        and values.get("batch_id") is None
-        and not values.get("retry_failed")
-    ):
-        raise ConfigError(
-            "nothing to cancel: give --input FILE (or --batch-id UUID), or a job file"
-        )
-    if values.get("batch_id") is not None and values.get("subaccount") is None:
-        raise ConfigError("--batch-id needs --subaccount")
-    if values.get("output") is None:
-        raise ConfigError(
-            "--output PATH is required: where the results go (.csv, .parquet or .xlsx)"
-        )
-    output = render_output(
-        Path(values["output"]),
-        job=values["job_name"],
-        input_path=values.get("input"),
-        now=datetime.now(),
-    )
-    output_format(output)
-    return RunSettings(
-        input=values.get("input"),
-        output=output,
-        subaccount=values.get("subaccount"),
-        column=values.get("column"),
-        subaccount_column=values.get("subaccount_column"),
-        sheet=values.get("sheet"),
-        encoding=values.get("encoding"),
-        batch_id=values.get("batch_id"),
-        base_url=check_base_url(
-            values["base_url"], allow_insecure_http=values["allow_insecure_http"]
-        ),
-        rate_per_s=values["rate"],
-        ip_rate_per_s=values["ip_rate"],
-        concurrency=values.get("concurrency"),
-        timeout_s=values["timeout"],
-        retry=RetryPolicy(
-            max_attempts=values["max_attempts"], max_elapsed_s=values["max_retry_time"]
-        ),
-        failure_threshold=values["failure_threshold"],
-        failure_window=values["failure_window"],
-        max_rows=values.get("max_rows"),
-        resume=values["resume"],
-        retry_failed=values["retry_failed"],
-        dry_run=values["dry_run"],
-        split=values["split"],
-        metrics_file=values.get("metrics_file"),
-        job=values["job_name"],
-        allow_insecure_http=values["allow_insecure_http"],
-    )
+    flags = {s.name: getattr(ns, s.name) for s in config.SETTINGS if hasattr(ns, s.name)}
+    config_file = getattr(ns, "config", None) or config.default_config_file(os.environ)
+    job = Path(ns.job) if hasattr(ns, "job") else None
+    return config.resolve(flags, os.environ, job, config_file)
 
 
 def _api_key() -> str:
@@ -467,35 +242,42 @@ def _api_key() -> str:
 
 def _cmd_run(ns: argparse.Namespace) -> int:
     from . import logs
+    from .jobs import plan_runs, run_job
 
-    resolved = _resolve(ns, ns.argv)
-    values = resolved.values
-    if values.get("input") and _is_glob(values["input"]):
-        return _cmd_drop_folder(ns, values)
-    settings = _settings_from_values(values)
-    if settings.dry_run:
-        logs.configure(json=_json_logs_value(values["log_format"]))
-        return _print_plan(settings)
+    job = _settings_from_args(ns)
+    json_logs = _json_logs_value(job["log_format"])
+    if job["dry_run"]:
+        logs.configure(json=json_logs)
+        return _print_plans(plan_runs(job), several=job["archive_dir"] is not None)
     key = _api_key()
     tty = sys.stderr.isatty()
     # On a terminal the progress bar and the summary table tell the story; logs only warn.
     logs.configure(
         secrets=[key],
-        json=_json_logs_value(values["log_format"]),
-        level="warning" if tty and values["log_format"] == "auto" else "info",
+        json=json_logs,
+        level="warning" if tty and job["log_format"] == "auto" else "info",
     )
     import structlog
 
     from .runner import Runner
 
     log = structlog.get_logger("bulk_cancel")
-    for note in settings.warnings():
-        log.warning("settings.warning", message=note)
-    confirm = None
-    if sys.stdin.isatty() and sys.stderr.isatty() and not values["yes"]:
-        confirm = _ask
-    runner = Runner(settings, key, confirm=confirm)
-    result = _run_async(lambda: _with_progress(runner, tty=tty))
+    # Ask only a person: stdin and stderr both on a terminal; cron and pipes are never asked.
+    confirm = _ask if tty and sys.stdin.isatty() and not job["yes"] else None
+
+    async def run_one(settings: Any) -> Any:
+        for note in settings.warnings():
+            log.warning("settings.warning", message=note)
+        runner = Runner(settings, key, confirm=confirm)
+        result = await _with_progress(runner, tty=tty)
+        _tell(settings, result, tty=tty)
+        return result
+
+    return int(_run_async(lambda: run_job(job, run_one)))
+
+
+def _tell(settings: Any, result: Any, *, tty: bool) -> None:
+    """The end of one run on stderr: the summary table on a terminal, one line off it."""
     summary = result.summary
     if tty:
         from .display import summary_table
@@ -510,7 +292,6 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         )
     if result.message:
         print(f"bulk-cancel: {result.message}", file=sys.stderr)
-    return int(result.exit_code)
 
 
 async def _with_progress(runner: Any, *, tty: bool) -> Any:
@@ -521,63 +302,56 @@ async def _with_progress(runner: Any, *, tty: bool) -> Any:
         return await runner.run()
 
 
-def _is_glob(text: str) -> bool:
-    return any(c in text for c in "*?[")
-
-
 def _ask(plan: dict[str, Any]) -> bool:
-    """On a terminal, say what is about to be cancelled and ask."""
-    subs = ", ".join(f"{sub} ({n:,})" for sub, n in list(plan["per_subaccount"].items())[:5])
-    more = " and more" if len(plan["per_subaccount"]) > 5 else ""
-    answer = input(
-        f"Cancel up to {plan['to_send']:,} scheduled messages in subaccount(s) {subs}{more} "
-        f"via {plan['base_url']}? [y/N] "
-    )
+    """On a terminal, say what is about to be cancelled and ask; anything but y/yes is no."""
+    subs = list(plan["per_subaccount"].items())
+    shown = ", ".join(f"{sub} ({n:,})" for sub, n in subs[:5])
+    more = f" and {len(subs) - 5} more" if len(subs) > 5 else ""
+    try:
+        answer = input(
+            f"Cancel {plan['to_send']:,} scheduled messages in subaccount(s) {shown}{more} "
+            f"via {plan['base_url']}? [y/N] "
+        )
+    except EOFError:
+        return False
     return answer.strip().lower() in {"y", "yes"}
 
 
-def _cmd_drop_folder(ns: argparse.Namespace, values: dict[str, Any]) -> int:
-    """A glob input: process each matching file once, then move it to the archive folder."""
-    from . import logs
-    from .jobs import DropFolder
+def _print_plans(runs: list[Any], *, several: bool) -> int:
+    """``--dry-run``: one run's plan as before; a drop folder's or a glob's as a list."""
+    import json
 
-    key = "" if values["dry_run"] else _api_key()
-    logs.configure(secrets=[key] if key else [], json=_json_logs_value(values["log_format"]))
-    folder = DropFolder(
-        pattern=values["input"], archive_dir=values.get("archive_dir"), job=values["job_name"]
-    )
+    from .runner import Runner
 
-    def one(path: Path, output: Path | None, resume: bool) -> int:
-        from .runner import Runner
-
-        file_values = {**values, "input": str(path), "resume": resume}
-        if output is not None:
-            file_values["output"] = output
-        settings = _settings_from_values(file_values)
-        if settings.dry_run:
-            return _print_plan(settings)
-        result = _run_async(lambda: Runner(settings, key).run())
-        if result.message:
-            print(f"bulk-cancel: {path.name}: {result.message}", file=sys.stderr)
-        return int(result.exit_code)
-
-    return folder.run(
-        one, render=lambda p: _settings_from_values({**values, "input": str(p)}).output
-    )
+    if len(runs) == 1 and not several:
+        return _print_plan(runs[0])
+    plans = [{"input": s.input, "output": str(s.output), **Runner(s, "").plan()} for s in runs]
+    print(json.dumps({"runs": plans}, indent=2))
+    return int(ExitCode.OK)
 
 
 def _cmd_config_show(ns: argparse.Namespace) -> int:
+    """Each effective setting, its value and where it came from; the key only as set or not."""
+    import json
+
+    from .config import mask_key, show_data, show_rows
     from .settings import API_KEY_ENV
 
-    resolved = _resolve(ns, ns.argv)
-    width = max(len(k) for k in resolved.values)
-    for name in sorted(resolved.values):
-        value = resolved.values[name]
-        print(f"{name:<{width}}  {value!s:<40}  ({resolved.sources[name]})")
-    key = os.environ.get(API_KEY_ENV, "")
-    print(
-        f"{'api key':<{width}}  {'set, ' + str(len(key)) + ' characters' if key else 'NOT SET'}  (environment {API_KEY_ENV}; never shown)"
-    )
+    job = _settings_from_args(ns)
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    key_row = (API_KEY_ENV, mask_key(key), f"env {API_KEY_ENV}")
+    if ns.format == "json":
+        data = show_data(job)
+        data[API_KEY_ENV] = {"value": key_row[1], "source": key_row[2]}
+        print(json.dumps(data, indent=2))
+        return int(ExitCode.OK)
+    rows = [*show_rows(job), key_row]
+    print(f"# config file: {job.config_file or 'none'}")
+    print(f"# job file: {job.job_file or 'none'}")
+    width = max(len(name) for name, _, _ in rows)
+    value_width = min(48, max(len(v) for _, v, _ in rows))
+    for name, value, source in rows:
+        print(f"{name:<{width}}  {value:<{value_width}}  {source}")
     return int(ExitCode.OK)
 
 
@@ -643,10 +417,6 @@ def _cmd_simulate(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _json_logs(ns: argparse.Namespace) -> bool | None:
-    return _json_logs_value(ns.log_format)
-
-
 def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine on uvloop when available (measurably faster on these machines)."""
     try:
@@ -662,9 +432,7 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bulk-cancel`` console script."""
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
     ns = parser.parse_args(argv)
-    ns.argv = argv
     try:
         code: int = ns.handler(ns)
     except BulkCancelError as exc:

@@ -1,183 +1,821 @@
-"""Where each run setting comes from: flag > environment > job file > config file > default.
+"""Every run setting in one table, and where each value comes from.
 
-The ``run`` command's argparse parser is the registry of settings: each option's ``dest`` is the
-setting's name (the TOML key, and ``BULK_CANCEL_<NAME>`` in the environment), and its ``type``
-and ``choices`` validate values from every source alike. The API key is never a setting: it
-comes from ``EIGHTX8_API_KEY`` only, and a file that holds one is refused.
+:data:`SETTINGS` is the registry: one :class:`Setting` per name, with its type, default, help,
+flag (``--max-rows``), file key (``max_rows``) and environment variable
+(``BULK_CANCEL_MAX_ROWS``). The ``run`` command's flags are built from it, and
+:func:`resolve` merges the layers, highest first::
+
+    flag > environment > job file > config file > default
+
+remembering the :class:`Source` of each value, so ``bulk-cancel config show`` can say where a
+value came from. :func:`to_run_settings` then builds the frozen
+:class:`~bulk_cancel.settings.RunSettings` the runner uses.
+
+Files are TOML with flat keys (no tables). An unknown key, a value of the wrong type and an API
+key are each a :class:`~bulk_cancel.errors.ConfigError` naming the file and the key: a typo must
+never fall back to a default silently. The API key is never a setting: it comes from
+``EIGHTX8_API_KEY`` only. Relative paths in a file are read from that file's own folder.
+
+Importing this module is cheap (no aiohttp, no pandas): ``bulk-cancel --help`` builds its flags
+from it.
 """
 
 from __future__ import annotations
 
-import argparse
+import difflib
+import enum
+import math
 import os
+import string
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .errors import ConfigError
+from .normalize import valid_subaccount
 
+if TYPE_CHECKING:
+    from .settings import RunSettings
+
+__all__ = [
+    "CONFIG_ENV",
+    "ENV_PREFIX",
+    "INPUT_GROUP",
+    "OUTPUT_PLACEHOLDERS",
+    "SETTINGS",
+    "TARGET_GROUP",
+    "Kind",
+    "Layer",
+    "ResolvedSettings",
+    "Setting",
+    "Source",
+    "default_config_file",
+    "has_placeholders",
+    "load_file",
+    "mask_key",
+    "read_env",
+    "render_output",
+    "resolve",
+    "setting",
+    "show_data",
+    "show_rows",
+    "to_run_settings",
+]
+
+#: Prefix of every setting's environment variable: ``BULK_CANCEL_<NAME>``.
 ENV_PREFIX: Final = "BULK_CANCEL_"
+#: Names the config file (``--config`` wins over it); not a setting itself.
 CONFIG_ENV: Final = "BULK_CANCEL_CONFIG"
-DEFAULT_CONFIG: Final = Path("~/.config/bulk-cancel/config.toml")
+#: What ``output`` may hold: filled in per input file when the job runs.
+OUTPUT_PLACEHOLDERS: Final = ("job", "date", "time", "input_stem")
 
-#: Keys a job or config file may hold besides the run settings.
-JOB_KEYS: Final = frozenset({"product", "region", "archive_dir"})
-#: Settings whose values are paths: relative ones are read from the file's own folder.
-PATH_KEYS: Final = frozenset({"input", "output", "metrics_file", "archive_dir"})
-#: Not settings: what the command line alone decides.
-_NOT_SETTINGS: Final = frozenset({"help", "version", "command", "handler", "job", "config"})
-_SECRET_WORDS: Final = ("key", "token", "secret", "password")
+#: Words that mark a key as a credential: refused in files and BULK_CANCEL_* variables.
+_SECRET_WORDS: Final = ("key", "token", "secret", "password", "passwd", "auth", "bearer")
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+class Layer(enum.IntEnum):
+    """Where a value came from, ordered by precedence (a higher layer wins)."""
+
+    DEFAULT = 0
+    CONFIG = 1
+    JOB = 2
+    ENV = 3
+    FLAG = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Kind(enum.Enum):
+    """How a setting's value is checked, and how text (a flag, a variable) becomes a value."""
+
+    TEXT = "text"
+    INPUT = "input"
+    """A path, a glob, or ``-`` for stdin; relative to the file that names it."""
+    OUTPUT = "output"
+    """A path that may hold ``{job}``, ``{date}``, ``{time}``, ``{input_stem}``."""
+    PATH = "path"
+    COUNT = "count"
+    """A whole number, at least 1."""
+    POSITIVE = "positive"
+    """A finite number above 0."""
+    SECONDS = "seconds"
+    """A finite number, 0 or more."""
+    SHARE = "share"
+    """A number above 0, at most 1."""
+    BOOL = "bool"
+    CHOICE = "choice"
+
+
+_PATH_KINDS: Final = frozenset({Kind.INPUT, Kind.OUTPUT, Kind.PATH})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Setting:
+    """One run setting: its name is the file key; the flag and the variable derive from it."""
+
+    name: str
+    kind: Kind
+    help: str
+    group: str
+    default: Any = None
+    shown_default: str | None = None
+    """The default as help and config.example.toml say it, when ``default`` is None."""
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    in_files: bool = True
+    """False: it describes one invocation (``--resume``), so files may not set it."""
+    in_env: bool = True
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    def parse(self, text: str) -> Any:
+        """A flag's or a variable's text as a value; ValueError says what is wrong."""
+        if self.kind is Kind.BOOL:
+            word = text.strip().lower()
+            if word in _TRUE | _FALSE:
+                return word in _TRUE
+            raise ValueError("must be true or false (1/0, yes/no, on/off)")
+        if self.kind is Kind.COUNT:
+            try:
+                return self.check(int(text.strip()))
+            except ValueError:
+                raise ValueError("must be a whole number, at least 1") from None
+        if self.kind in (Kind.POSITIVE, Kind.SECONDS, Kind.SHARE):
+            try:
+                number = float(text.strip())
+            except ValueError:
+                raise ValueError(f"must be a number{self._range()}") from None
+            return self.check(number)
+        return self.check(text)
+
+    def check(self, value: object) -> Any:
+        """A value from a TOML file (or parsed text), checked; ValueError says what is wrong."""
+        kind = self.kind
+        if kind is Kind.BOOL:
+            if isinstance(value, bool):
+                return value
+            raise ValueError("must be true or false")
+        if kind is Kind.COUNT:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError("must be a whole number, at least 1")
+            if value < 1:
+                raise ValueError("must be at least 1")
+            return value
+        if kind in (Kind.POSITIVE, Kind.SECONDS, Kind.SHARE):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"must be a number{self._range()}")
+            number = float(value)
+            low_ok = number >= 0 if kind is Kind.SECONDS else number > 0
+            if not (math.isfinite(number) and low_ok and (kind is not Kind.SHARE or number <= 1)):
+                raise ValueError(f"must be a number{self._range()}")
+            return number
+        if not isinstance(value, str):
+            raise ValueError("must be a string (in quotes)")
+        if not value.strip():
+            raise ValueError("must not be empty")
+        if kind is Kind.CHOICE and value not in self.choices:
+            raise ValueError(f"must be one of {', '.join(self.choices)}")
+        if kind is Kind.OUTPUT:
+            _check_template(value)
+        if self.name == "subaccount" and not valid_subaccount(value):
+            raise ValueError(
+                "is not a subaccount id: 3-50 characters of letters, digits and - . _ &"
+            )
+        if kind in (Kind.OUTPUT, Kind.PATH):
+            return Path(value).expanduser()
+        return value
+
+    def _range(self) -> str:
+        return {
+            Kind.POSITIVE: " above 0",
+            Kind.SECONDS: ", 0 or more",
+            Kind.SHARE: " above 0 and at most 1, e.g. 0.5",
+        }.get(self.kind, "")
+
+    def default_text(self) -> str | None:
+        """The default as a person reads it (help, config show), or None if there is none."""
+        if self.shown_default is not None:
+            return self.shown_default
+        if self.default is None:
+            return None
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+
+
+#: Flags shown first, outside any group: what to cancel and where the results go.
+TARGET_GROUP: Final = "what to cancel"
+#: How to read the input; ``validate`` has these flags too.
+INPUT_GROUP: Final = "input"
+_API: Final = "API"
+_SAFETY: Final = "safety and resuming"
+_OUTPUT: Final = "output"
+_JOB: Final = "jobs and drop folders"
+
+#: The registry: every setting of ``bulk-cancel run``, in the order help shows them.
+SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting(
+        name="input",
+        kind=Kind.INPUT,
+        group=TARGET_GROUP,
+        metavar="PATH",
+        help=".csv .tsv .parquet .xlsx .txt, or - for CSV on stdin; in a job, a glob "
+        "(incoming/*.csv) takes every matching file",
+    ),
+    Setting(
+        name="output",
+        kind=Kind.OUTPUT,
+        group=TARGET_GROUP,
+        metavar="PATH",
+        help="results file (.csv .parquet .xlsx); the summary goes to <name>.summary.json and "
+        "the ledger to <name>.ledger.sqlite. May hold {job} {date} {time} {input_stem}",
+    ),
+    Setting(
+        name="subaccount",
+        kind=Kind.TEXT,
+        group=INPUT_GROUP,
+        metavar="ID",
+        help="subaccount for rows without their own subaccount_id column",
+    ),
+    Setting(
+        name="column",
+        kind=Kind.TEXT,
+        group=INPUT_GROUP,
+        metavar="NAME",
+        shown_default="umid, else message_id / messageId, else batch_id",
+        help="the id column",
+    ),
+    Setting(
+        name="subaccount_column",
+        kind=Kind.TEXT,
+        group=INPUT_GROUP,
+        metavar="NAME",
+        shown_default="subaccount_id / subAccountId",
+        help="the per-row subaccount column",
+    ),
+    Setting(
+        name="sheet",
+        kind=Kind.TEXT,
+        group=INPUT_GROUP,
+        metavar="NAME",
+        shown_default="the first with an id column",
+        help="Excel sheet",
+    ),
+    Setting(
+        name="encoding",
+        kind=Kind.TEXT,
+        group=INPUT_GROUP,
+        metavar="NAME",
+        shown_default="UTF-8, UTF-16 by its BOM",
+        help="text encoding of CSV/TSV/TXT input",
+    ),
+    Setting(
+        name="max_rows",
+        kind=Kind.COUNT,
+        group=INPUT_GROUP,
+        metavar="N",
+        shown_default="no limit",
+        help="refuse inputs with more rows than this (a guard for destructive jobs)",
+    ),
+    Setting(
+        name="batch_id",
+        kind=Kind.TEXT,
+        group=TARGET_GROUP,
+        metavar="UUID",
+        help="cancel one whole batch (DELETE .../messages/batch/{batchId}) instead of reading a file",
+    ),
+    Setting(
+        name="product",
+        kind=Kind.CHOICE,
+        group=_API,
+        default="chatapps",
+        choices=("chatapps", "sms"),
+        help="8x8 product; with --region it picks the documented host",
+    ),
+    Setting(
+        name="region",
+        kind=Kind.CHOICE,
+        group=_API,
+        default="asia",
+        choices=("asia", "us", "eu", "id"),
+        help="the region your account is provisioned in; with --product it picks the host",
+    ),
+    Setting(
+        name="base_url",
+        kind=Kind.TEXT,
+        group=_API,
+        metavar="URL",
+        shown_default="the host of --product in --region: https://chatapps.8x8.com",
+        help="the API host, instead of --product and --region (a proxy, the simulator)",
+    ),
+    Setting(
+        name="rate",
+        kind=Kind.POSITIVE,
+        group=_API,
+        default=1500.0,
+        metavar="N",
+        help="requests per second per subaccount, never exceeded in any second "
+        "(8x8 allows 1800 unless raised)",
+    ),
+    Setting(
+        name="ip_rate",
+        kind=Kind.POSITIVE,
+        group=_API,
+        default=3000.0,
+        metavar="N",
+        help="requests per second over all subaccounts (8x8's per-IP limit)",
+    ),
+    Setting(
+        name="concurrency",
+        kind=Kind.COUNT,
+        group=_API,
+        metavar="N",
+        shown_default="sized from rate x latency",
+        help="most requests in flight per subaccount",
+    ),
+    Setting(
+        name="timeout",
+        kind=Kind.POSITIVE,
+        group=_API,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for one answer",
+    ),
+    Setting(
+        name="max_attempts",
+        kind=Kind.COUNT,
+        group=_API,
+        default=6,
+        metavar="N",
+        help="attempts per row on transient failures (429, 5xx, timeouts)",
+    ),
+    Setting(
+        name="max_retry_time",
+        kind=Kind.POSITIVE,
+        group=_API,
+        default=120.0,
+        metavar="S",
+        help="seconds of retrying per row before it is reported failed",
+    ),
+    Setting(
+        name="allow_insecure_http",
+        kind=Kind.BOOL,
+        group=_API,
+        default=False,
+        help="allow http:// to a non-loopback host (the key would travel unencrypted)",
+    ),
+    Setting(
+        name="resume",
+        kind=Kind.BOOL,
+        group=_SAFETY,
+        default=False,
+        in_files=False,
+        in_env=False,
+        help="finish an interrupted run: same input and output; rows already answered are skipped",
+    ),
+    Setting(
+        name="retry_failed",
+        kind=Kind.BOOL,
+        group=_SAFETY,
+        default=False,
+        in_files=False,
+        in_env=False,
+        help="re-send only the rows a finished run reported failed or not_attempted",
+    ),
+    Setting(
+        name="failure_threshold",
+        kind=Kind.SHARE,
+        group=_SAFETY,
+        default=0.5,
+        metavar="SHARE",
+        help="stop when more than this share of the first --failure-window answered rows failed",
+    ),
+    Setting(
+        name="failure_window",
+        kind=Kind.COUNT,
+        group=_SAFETY,
+        default=1000,
+        metavar="N",
+        help="how many first answers the failure threshold looks at",
+    ),
+    Setting(
+        name="dry_run",
+        kind=Kind.BOOL,
+        group=_SAFETY,
+        default=False,
+        help="read, validate and de-duplicate, print the plan, send nothing",
+    ),
+    Setting(
+        name="yes",
+        kind=Kind.BOOL,
+        group=_SAFETY,
+        default=False,
+        in_files=False,
+        help="do not ask for confirmation on a terminal (off a terminal nobody is asked)",
+    ),
+    Setting(
+        name="split",
+        kind=Kind.BOOL,
+        group=_OUTPUT,
+        default=False,
+        help="also write <name>.errors.csv with the rows worth another look, original columns included",
+    ),
+    Setting(
+        name="metrics_file",
+        kind=Kind.PATH,
+        group=_OUTPUT,
+        metavar="PATH",
+        help="write Prometheus textfile-collector metrics here",
+    ),
+    Setting(
+        name="job_name",
+        kind=Kind.TEXT,
+        group=_OUTPUT,
+        metavar="NAME",
+        shown_default="the job file's name, else bulk-cancel",
+        help="job label for metrics, logs and {job}",
+    ),
+    Setting(
+        name="log_format",
+        kind=Kind.CHOICE,
+        group=_OUTPUT,
+        default="auto",
+        choices=("auto", "json", "console"),
+        help="log lines on stderr: auto is JSON when stderr is not a terminal",
+    ),
+    Setting(
+        name="archive_dir",
+        kind=Kind.PATH,
+        group=_JOB,
+        metavar="DIR",
+        help="with a glob input (a drop folder): where each processed file is moved; claimed "
+        "files wait in processing/ beside it",
+    ),
+    Setting(
+        name="settle_time",
+        kind=Kind.SECONDS,
+        group=_JOB,
+        default=30.0,
+        metavar="S",
+        help="a dropped file is taken only once unchanged this many seconds (still being copied?)",
+    ),
+)
+
+_BY_NAME: Final = {s.name: s for s in SETTINGS}
+
+
+def setting(name: str) -> Setting:
+    """The registry entry called *name*."""
+    return _BY_NAME[name]
+
+
+# ------------------------------------------------------------------------------ sources
 
 
 @dataclass(frozen=True, slots=True)
-class Resolved:
-    """The effective settings and where each came from (default, config, job, env, flag)."""
+class Source:
+    """Where one value came from: the layer, and the file, variable or flag that set it."""
 
-    values: dict[str, Any]
-    sources: dict[str, str] = field(default_factory=dict)
+    layer: Layer
+    origin: str | None = None
+    note: str | None = None
 
-
-def setting_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """The run settings the parser defines, by name."""
-    return {a.dest: a for a in parser._actions if a.dest not in _NOT_SETTINGS and a.option_strings}
-
-
-def convert(action: argparse.Action, value: object, where: str) -> Any:
-    """Check and convert one value from a file or the environment, like argparse would."""
-    name = action.dest
-    if isinstance(action, argparse._StoreTrueAction):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in {
-            "1",
-            "true",
-            "yes",
-            "0",
-            "false",
-            "no",
-        }:
-            return value.strip().lower() in {"1", "true", "yes"}
-        raise ConfigError(f"{where}: {name} must be true or false, not {value!r}")
-    if isinstance(value, bool | dict | list):
-        raise ConfigError(f"{where}: {name} must be a single value, not {value!r}")
-    text = str(value)
-    try:
-        converted = action.type(text) if callable(action.type) else text
-    except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{where}: {name} = {value!r}: {exc}") from None
-    if action.choices is not None and converted not in action.choices:
-        raise ConfigError(
-            f"{where}: {name} = {value!r}: choose one of {', '.join(map(str, action.choices))}"
-        )
-    return converted
+    def __str__(self) -> str:
+        text = self.layer.label + (f" {self.origin}" if self.origin else "")
+        return text + (f" ({self.note})" if self.note else "")
 
 
-def read_toml(path: Path, actions: Mapping[str, argparse.Action], *, kind: str) -> dict[str, Any]:
-    """A config or job file's settings, checked and converted; paths made absolute."""
+@dataclass(frozen=True, slots=True)
+class ResolvedSettings:
+    """The effective value of every setting, and the :class:`Source` of each."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, Source]
+    job_file: Path | None = None
+    config_file: Path | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+
+# ------------------------------------------------------------------------------ layers
+
+
+def load_file(path: Path, layer: Layer) -> dict[str, Any]:
+    """The settings in a TOML config or job file, checked; relative paths made absolute."""
+    what = "job" if layer is Layer.JOB else "config"
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such {kind} file") from None
+        raise ConfigError(f"{path}: no such {what} file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read this {kind} file ({exc})") from None
+        raise ConfigError(f"{path}: cannot read this {what} file ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); see config.example.toml") from None
-    flat: dict[str, Any] = {}
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    folder = path.resolve().parent
+    values: dict[str, Any] = {}
     for key, value in data.items():
-        # Tables only group settings for people ([api], [safety]...): their keys are flat.
+        if _is_secret(key) or (
+            isinstance(value, dict) and any(_is_secret(k) for k in _keys(value))
+        ):
+            raise ConfigError(
+                f"{path}: {key}: the API key never goes in a file; "
+                "export EIGHTX8_API_KEY in the environment that runs bulk-cancel"
+            )
         if isinstance(value, dict):
-            flat.update({k: v for k, v in value.items()})
-        else:
-            flat[key] = value
-    values: dict[str, Any] = {}
-    for key, value in flat.items():
-        where = f"{path}: {key}"
-        if any(word in key.lower() for word in _SECRET_WORDS) and key not in actions:
             raise ConfigError(
-                f"{path}: {key}: the API key never goes in a file; export EIGHTX8_API_KEY instead"
+                f"{path}: [{key}]: tables are not used; write the settings as top-level keys "
+                "(see config.example.toml)"
             )
-        if key in JOB_KEYS:
-            values[key] = value if key != "archive_dir" else _path(path, value, where)
+        entry = _BY_NAME.get(key)
+        if entry is None:
+            raise ConfigError(f"{path}: unknown key {key!r}{_did_you_mean(key)}")
+        if not entry.in_files:
+            raise ConfigError(
+                f"{path}: {key}: cannot be set in a file, it describes one run: use {entry.flag}"
+            )
+        try:
+            checked = entry.check(value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {key} = {_show(value)}: {exc}") from None
+        if entry.kind in _PATH_KINDS and not (entry.kind is Kind.INPUT and checked == "-"):
+            checked = _relative_to(folder, checked)
+        values[key] = checked
+    return values
+
+
+def read_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings in ``BULK_CANCEL_<NAME>`` variables; an unknown or bad one is an error."""
+    values: dict[str, Any] = {}
+    for var, text in sorted(env.items()):
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
             continue
-        action = actions.get(key)
-        if action is None:
-            raise ConfigError(
-                f"{path}: unknown setting {key!r}; the settings are listed in config.example.toml"
-            )
-        converted = convert(action, value, str(path))
-        if key in PATH_KEYS and key != "input":
-            converted = _path(path, converted, where)
-        elif key == "input" and converted != "-":
-            converted = str(path.parent / str(converted))
-        values[key] = converted
+        name = var.removeprefix(ENV_PREFIX).lower()
+        if _is_secret(name):
+            raise ConfigError(f"{var}: the API key is read from EIGHTX8_API_KEY only; unset {var}")
+        entry = _BY_NAME.get(name)
+        if entry is None:
+            close = difflib.get_close_matches(name, _BY_NAME, n=1)
+            hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
+            raise ConfigError(f"{var}: not a bulk-cancel setting{hint}")
+        if not entry.in_env:
+            raise ConfigError(f"{var}: cannot be set in the environment: use {entry.flag}")
+        if text == "":
+            continue  # VAR= means unset, as for most tools
+        try:
+            values[name] = entry.parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"{var}={_show(text)}: {exc}") from None
     return values
 
 
-def _path(file: Path, value: object, where: str) -> Path:
-    if not isinstance(value, str | Path):
-        raise ConfigError(f"{where} must be a path")
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else file.parent / p
-
-
-def from_environment(
-    env: Mapping[str, str], actions: Mapping[str, argparse.Action]
-) -> dict[str, Any]:
-    """``BULK_CANCEL_<NAME>`` variables, checked like flags."""
-    values: dict[str, Any] = {}
-    for name, action in actions.items():
-        raw = env.get(ENV_PREFIX + name.upper())
-        if raw is not None and raw != "":
-            values[name] = convert(action, raw, f"environment {ENV_PREFIX}{name.upper()}")
-    return values
-
-
-def config_file(flag: Path | None, env: Mapping[str, str]) -> Path | None:
-    """The config file to read: --config, else $BULK_CANCEL_CONFIG, else the default if present."""
-    if flag is not None:
-        return flag
-    if env.get(CONFIG_ENV):
-        return Path(env[CONFIG_ENV])
-    default = DEFAULT_CONFIG.expanduser()
-    return default if default.is_file() else None
+def default_config_file(env: Mapping[str, str]) -> Path | None:
+    """$BULK_CANCEL_CONFIG, else ``$XDG_CONFIG_HOME/bulk-cancel/config.toml`` if it exists."""
+    named = env.get(CONFIG_ENV)
+    if named:
+        return Path(named).expanduser()
+    base = Path(env.get("XDG_CONFIG_HOME") or Path("~/.config").expanduser())
+    candidate = base / "bulk-cancel" / "config.toml"
+    return candidate if candidate.is_file() else None
 
 
 def resolve(
-    *,
-    defaults: Mapping[str, Any],
     flags: Mapping[str, Any],
-    env: Mapping[str, Any],
-    job: Mapping[str, Any],
-    config: Mapping[str, Any],
-) -> Resolved:
-    """Merge the layers: flag > environment > job file > config file > default."""
-    values = dict(defaults)
-    sources = dict.fromkeys(defaults, "default")
-    for name, layer in (("config", config), ("job", job), ("env", env), ("flag", flags)):
-        for key, value in layer.items():
-            values[key] = value
-            sources[key] = name
-    return Resolved(values, sources)
+    env: Mapping[str, str],
+    job_file: Path | None,
+    config_file: Path | None,
+) -> ResolvedSettings:
+    """Merge the layers: flag > environment > job file > config file > default.
+
+    *flags* holds only the flags actually given (already parsed); *env* is the environment
+    (only ``BULK_CANCEL_*`` variables are read). ``base_url``, when set, wins over ``product``
+    and ``region`` set in the same or a lower layer; otherwise they pick the documented host.
+    """
+    unknown = set(flags) - set(_BY_NAME)
+    if unknown:
+        raise ConfigError(f"not settings: {', '.join(sorted(unknown))}")
+    if job_file is not None and job_file.suffix.lower() != ".toml":
+        raise ConfigError(
+            f"{job_file}: a job file is TOML (JOB.toml); to cancel the ids in a file, "
+            "give it with --input"
+        )
+    values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+    sources: dict[str, Source] = {s.name: Source(Layer.DEFAULT) for s in SETTINGS}
+    layers: list[tuple[Layer, str | None, Mapping[str, Any]]] = []
+    if config_file is not None:
+        layers.append((Layer.CONFIG, str(config_file), load_file(config_file, Layer.CONFIG)))
+    if job_file is not None:
+        layers.append((Layer.JOB, str(job_file), load_file(job_file, Layer.JOB)))
+    layers.append((Layer.ENV, None, read_env(env)))
+    layers.append((Layer.FLAG, None, flags))
+    for layer, origin, given in layers:
+        for name, value in given.items():
+            if value is None:
+                continue
+            values[name] = value
+            where = origin
+            if layer is Layer.ENV:
+                where = _BY_NAME[name].env
+            elif layer is Layer.FLAG:
+                where = _BY_NAME[name].flag
+            sources[name] = Source(layer, where)
+    if values["job_name"] is None:
+        values["job_name"] = job_file.stem if job_file is not None else "bulk-cancel"
+        note = "the job file's name" if job_file is not None else None
+        sources["job_name"] = Source(Layer.DEFAULT, note=note)
+    _pick_base_url(values, sources)
+    return ResolvedSettings(values, sources, job_file=job_file, config_file=config_file)
+
+
+def _pick_base_url(values: dict[str, Any], sources: dict[str, Source]) -> None:
+    from .settings import base_url_for  # settings imports the HTTP side: only when resolving
+
+    host_from = max(sources["product"], sources["region"], key=lambda s: s.layer)
+    if values["base_url"] is not None and sources["base_url"].layer >= host_from.layer:
+        return
+    product, region = values["product"], values["region"]
+    values["base_url"] = base_url_for(product, region)
+    sources["base_url"] = Source(
+        host_from.layer, host_from.origin, note=f"product {product}, region {region}"
+    )
+
+
+# ------------------------------------------------------------------------------ run settings
 
 
 def render_output(template: Path, *, job: str, input_path: str | None, now: datetime) -> Path:
-    """Fill ``{job}``, ``{date}``, ``{time}`` and ``{input_stem}`` in an output path."""
-    stem = Path(input_path).stem if input_path and input_path != "-" else "stdin"
-    try:
-        return Path(
-            str(template).format(
-                job=job, date=now.strftime("%Y-%m-%d"), time=now.strftime("%H%M%S"), input_stem=stem
-            )
+    """Fill ``{job}``, ``{date}`` (YYYY-MM-DD), ``{time}`` (HHMMSS) and ``{input_stem}``."""
+    if input_path is None:
+        stem = "batch"
+    elif input_path == "-":
+        stem = "stdin"
+    else:
+        stem = Path(input_path).stem
+    text = str(template)
+    _check_template(text)
+    return Path(
+        text.format(
+            job=job, date=now.strftime("%Y-%m-%d"), time=now.strftime("%H%M%S"), input_stem=stem
         )
-    except (KeyError, IndexError, ValueError) as exc:
+    )
+
+
+def has_placeholders(template: Path) -> bool:
+    """Whether an output path holds any ``{…}`` placeholder."""
+    return any(field for _, field, _, _ in string.Formatter().parse(str(template)) if field)
+
+
+def to_run_settings(
+    resolved: ResolvedSettings, *, input: str | None, output: Path | None, resume: bool
+) -> RunSettings:
+    """The frozen :class:`RunSettings` of one run: *input* and a rendered *output* per file."""
+    from .policy import RetryPolicy
+    from .settings import RunSettings, check_base_url
+    from .writers import output_format
+
+    v, src = resolved.values, resolved.sources
+    if input is None and v["batch_id"] is None and not v["retry_failed"]:
         raise ConfigError(
-            f"output {template}: unknown placeholder {exc}; use {{job}}, {{date}}, {{time}}, {{input_stem}}"
-        ) from None
+            "nothing to cancel: give --input FILE (or --batch-id UUID), or a job file with input"
+        )
+    if v["batch_id"] is not None and v["subaccount"] is None:
+        raise ConfigError(f"batch_id ({src['batch_id']}) needs a subaccount (--subaccount)")
+    if output is None:
+        raise ConfigError(
+            "--output PATH is required: where the results go (.csv, .parquet or .xlsx)"
+        )
+    output_format(output)
+    try:
+        base_url = check_base_url(v["base_url"], allow_insecure_http=v["allow_insecure_http"])
+    except ConfigError as exc:
+        origin = src["base_url"]
+        where = f"{origin.origin}: base_url" if origin.layer in (Layer.JOB, Layer.CONFIG) else None
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+    return RunSettings(
+        input=input,
+        output=output,
+        subaccount=v["subaccount"],
+        column=v["column"],
+        subaccount_column=v["subaccount_column"],
+        sheet=v["sheet"],
+        encoding=v["encoding"],
+        batch_id=v["batch_id"],
+        base_url=base_url,
+        rate_per_s=v["rate"],
+        ip_rate_per_s=v["ip_rate"],
+        concurrency=v["concurrency"],
+        timeout_s=v["timeout"],
+        retry=RetryPolicy(max_attempts=v["max_attempts"], max_elapsed_s=v["max_retry_time"]),
+        failure_threshold=v["failure_threshold"],
+        failure_window=v["failure_window"],
+        max_rows=v["max_rows"],
+        resume=resume,
+        retry_failed=v["retry_failed"],
+        dry_run=v["dry_run"],
+        split=v["split"],
+        metrics_file=v["metrics_file"],
+        job=v["job_name"],
+        allow_insecure_http=v["allow_insecure_http"],
+    )
 
 
-def environment() -> dict[str, str]:
-    """The process environment (the one place config reads it from)."""
-    return dict(os.environ)
+def mask_key(key: str | None) -> str:
+    """How ``config show`` tells of the API key: never the key, at most its last 4 characters."""
+    if not key:
+        return "not set"
+    # A short key would be mostly given away by its tail.
+    return f"set (****{key[-4:]})" if len(key) >= 16 else "set"
+
+
+def show_data(resolved: ResolvedSettings) -> dict[str, dict[str, Any]]:
+    """``config show --format json``: each setting's value (JSON types, null if unset) and source."""
+    data = {}
+    for entry in SETTINGS:
+        value = resolved.values[entry.name]
+        data[entry.name] = {
+            "value": str(value) if isinstance(value, Path) else value,
+            "source": str(resolved.sources[entry.name]),
+        }
+    return data
+
+
+def show_rows(resolved: ResolvedSettings) -> list[tuple[str, str, str]]:
+    """(name, value, source) for every setting, in registry order, for ``config show``."""
+    rows = []
+    for entry in SETTINGS:
+        value = resolved.values[entry.name]
+        shown = "(not set)" if value is None else _plain(value)
+        if value is None and entry.shown_default:
+            shown = f"({entry.shown_default})"
+        rows.append((entry.name, shown, str(resolved.sources[entry.name])))
+    return rows
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _check_template(text: str) -> None:
+    try:
+        fields = [f for _, f, spec, conv in string.Formatter().parse(text) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a valid template ({exc}); write {{{{ and }}}} for braces") from None
+    bad = [f for f in fields if f not in OUTPUT_PLACEHOLDERS]
+    if bad:
+        raise ValueError(
+            f"unknown placeholder {{{bad[0]}}}; use "
+            + ", ".join(f"{{{p}}}" for p in OUTPUT_PLACEHOLDERS)
+        )
+
+
+def _relative_to(folder: Path, value: object) -> Any:
+    if isinstance(value, Path):
+        return value if value.is_absolute() else Path(os.path.normpath(folder / value))
+    assert isinstance(value, str)
+    expanded = os.path.expanduser(value)
+    return expanded if os.path.isabs(expanded) else os.path.normpath(folder / expanded)
+
+
+def _is_secret(key: str) -> bool:
+    words = key.lower().replace("-", "_")
+    return any(word in words for word in _SECRET_WORDS)
+
+
+def _keys(table: Mapping[str, Any]) -> list[str]:
+    keys = []
+    for key, value in table.items():
+        keys.append(key)
+        if isinstance(value, Mapping):
+            keys.extend(_keys(value))
+    return keys
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key.lower().replace("-", "_"), _BY_NAME, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return hint + " (every setting is in config.example.toml)"
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
