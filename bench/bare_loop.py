@@ -1,0 +1,75 @@
+"""The baseline of the overhead figure: the least a Python client can do to cancel a file of umids.
+
+Read the ids with the csv module, then 64 fixed worker tasks share one ClientSession and DELETE
+each id, reading each body: no ledger, no results, no logging, no retries, no rate limit.
+Run as its own process, like ``bulk-cancel run``, so both are timed end to end, start-up included.
+
+    python bench/bare_loop.py URL CSV SUBACCOUNT KEY [--workers 64] [--loop uvloop|asyncio]
+
+Prints one JSON line: ``{"requests": ..., "send_s": ..., "statuses": {...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import aiohttp
+
+
+async def cancel_all(url: str, ids: list[str], sub: str, key: str, workers: int) -> Counter[int]:
+    statuses: Counter[int] = Counter()
+    base = f"{url}/api/v1/subaccounts/{sub}/messages/"
+    todo: Iterator[str] = iter(ids)
+    connector = aiohttp.TCPConnector(limit=workers)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def worker() -> None:
+            for umid in todo:  # one shared iterator: each id goes to exactly one worker
+                async with session.delete(base + umid) as resp:
+                    await resp.read()
+                    statuses[resp.status] += 1
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    return statuses
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("csv")
+    parser.add_argument("subaccount")
+    parser.add_argument("key")
+    parser.add_argument("--workers", type=int, default=64)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    ns = parser.parse_args()
+    with open(ns.csv, newline="") as f:
+        ids = [row["umid"] for row in csv.DictReader(f)]
+    started = time.perf_counter()
+    coro = cancel_all(ns.url, ids, ns.subaccount, ns.key, ns.workers)
+    if ns.loop == "uvloop":
+        import uvloop
+
+        statuses = uvloop.run(coro)
+    else:
+        statuses = asyncio.run(coro)
+    send_s = time.perf_counter() - started
+    print(
+        json.dumps(
+            {
+                "requests": sum(statuses.values()),
+                "send_s": send_s,
+                "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
