@@ -1,7 +1,12 @@
 """Child processes for the benchmark: the simulator, timed commands, and what they used.
 
-Every child is started here and stopped here by its PID; every wait has a timeout. Each timed
-command is reaped with ``os.wait4``, which returns that child's own peak RSS (``ru_maxrss``).
+Every child is started here and stopped here by its PID; every wait has a timeout.
+
+Peak RSS is the child's ``VmHWM`` from ``/proc/PID/status``, read every 50 ms while it runs (it
+only grows, so the last reading holds the peak unless that came in the last 50 ms). Not
+``ru_maxrss`` from ``wait4``: Linux folds the memory the child had *before* ``exec`` into it,
+and a child forked (or vforked) from this process starts as a copy of it, so after this process
+generated a 10-million-row input, every child "peaked" at this process's size (326 MB).
 """
 
 from __future__ import annotations
@@ -132,11 +137,12 @@ class Ran:
     samples: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _vm_rss_mb(pid: int) -> float | None:
+def _status_mb(pid: int, field: str) -> float | None:
+    """A memory line of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``) in MB, if readable."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -186,24 +192,37 @@ def run(
         while not finished.wait(every):
             point: dict[str, Any] = {"t": time.time()}
             if rss_every_s:
-                point["rss_mb"] = _vm_rss_mb(proc.pid)
+                point["rss_mb"] = _status_mb(proc.pid, "VmRSS")
             if sample is not None:
                 with contextlib.suppress(OSError, ValueError):
                     point.update(sample())
             samples.append(point)
 
+    peak_mb = [0.0]
+
+    def watch_peak() -> None:
+        while True:
+            hwm = _status_mb(proc.pid, "VmHWM")
+            if hwm is not None:
+                peak_mb[0] = max(peak_mb[0], hwm)
+            if finished.wait(0.05):
+                return
+
     timer = threading.Timer(timeout_s, on_timeout)
     timer.start()
+    watcher = threading.Thread(target=watch_peak, daemon=True)
+    watcher.start()
     thread = None
     if sample is not None or rss_every_s:
         thread = threading.Thread(target=sampler, daemon=True)
         thread.start()
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _ = os.wait4(proc.pid, 0)
     finally:
         wall_s = time.perf_counter() - t0
         timer.cancel()
         finished.set()
+        watcher.join(timeout=15)
         if thread is not None:
             thread.join(timeout=15)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -215,7 +234,7 @@ def run(
         code=proc.returncode,
         wall_s=wall_s,
         started_at=started_at,
-        peak_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+        peak_rss_mb=peak_mb[0],
         stdout=text,
         stderr_path=stderr_path,
         timed_out=timed_out.is_set(),
