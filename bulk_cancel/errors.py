@@ -11,7 +11,8 @@ Only conditions that make the whole run pointless raise; a failure for one umid 
     │   ├── ConfigError             a setting, config file or job file is wrong
     │   └── LedgerError             the ledger refuses: exists already, different input, locked
     ├── CredentialsRejected         exit 3: the API refused the key (401/403) or the subaccount (1001)
-    └── Interrupted                 exit 130 / 143: SIGINT or SIGTERM while reading the input
+    └── Interrupted                 exit 130 / 143: SIGINT or SIGTERM before anything was sent
+                                    (reading the input, or at the confirmation prompt)
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class CredentialsRejected(BulkCancelError):
 
 
 class Interrupted(BulkCancelError):
-    """A signal arrived before anything was sent (while reading the input)."""
+    """A signal arrived before anything was sent (reading the input, or at the prompt)."""
 
     def __init__(self, message: str, *, sigterm: bool) -> None:
         super().__init__(message)

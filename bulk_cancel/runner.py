@@ -14,7 +14,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,23 +203,48 @@ class Runner:
                 sigterm=self._signal == signal.SIGTERM,
             )
 
-    @contextmanager
-    def _signals_while_reading(self) -> Iterator[None]:
+    def _signals_while_reading(self) -> AbstractContextManager[None]:
         """Reading is synchronous, so the event loop's signal handlers cannot run: note a
         SIGINT/SIGTERM in a plain handler instead, and stop at the next chunk."""
 
         def note(signum: int, frame: object) -> None:
             self._signal = signum
 
-        previous = {}
+        return _handling_signals(note)
+
+    def _ask(self, ledger: Ledger) -> None:
+        """On a terminal, say what is about to be sent and ask; a no, or a signal while asking,
+        leaves no ledger behind (nothing was sent), so the same command can simply run again."""
+        s = self.settings
+        if self._confirm is None or s.resume or s.retry_failed:
+            return
+        lanes = ledger.lanes()
+        plan = {
+            "to_send": sum(n for _, n in lanes),
+            "per_subaccount": dict(lanes),
+            "base_url": s.base_url,
+        }
+        if not plan["to_send"]:
+            return
+
+        def interrupt(signum: int, frame: object) -> None:
+            # The prompt blocks in input(): only an exception raised here ends the wait. The
+            # event loop's own SIGINT handler would merely cancel the task, which input() never
+            # sees, so a first Ctrl-C would do nothing at all.
+            raise Interrupted(
+                "interrupted at the confirmation; nothing was sent and no ledger was kept",
+                sigterm=signum == signal.SIGTERM,
+            )
+
         try:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                with suppress(ValueError):  # not the main thread: leave the handlers alone
-                    previous[signum] = signal.signal(signum, note)
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            with _handling_signals(interrupt):
+                confirmed = self._confirm(plan)
+        except BaseException:
+            _discard(ledger)
+            raise
+        if not confirmed:
+            _discard(ledger)
+            raise UsageError("not confirmed: nothing was sent")
 
     def _prepare(self) -> Ledger:
         """Open or create the ledger and make sure it holds the whole input."""
@@ -343,16 +368,7 @@ class Runner:
         started = time.monotonic()
         with self._signals_while_reading():
             ledger = self._prepare()
-        if self._confirm is not None and not s.resume and not s.retry_failed:
-            lanes = ledger.lanes()
-            plan = {
-                "to_send": sum(n for _, n in lanes),
-                "per_subaccount": dict(lanes),
-                "base_url": s.base_url,
-            }
-            if plan["to_send"] and not self._confirm(plan):
-                _discard(ledger)
-                raise UsageError("not confirmed: nothing was sent")
+        self._ask(ledger)
         report = RunReport()
         try:
             ledger.set_meta({"last_run_started_at": started_wall})
@@ -520,6 +536,20 @@ class Runner:
         if report.stop_reason == StopReason.INTERRUPTED:
             return f"interrupted; nothing is lost. To finish: {resume_command(s)}"
         return None
+
+
+@contextmanager
+def _handling_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to *handler* for the block, then back to whoever had them."""
+    previous = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with suppress(ValueError):  # not the main thread: leave the handlers alone
+                previous[signum] = signal.signal(signum, handler)
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _discard(ledger: Ledger) -> None:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
+import pty
+import re
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -70,9 +77,7 @@ def bulk_cancel(
     *args: str | Path, key: str | None = API_KEY, stdin: str | None = None, timeout: float = 120
 ) -> Ran:
     """Run the real command in a child process, the way a user or cron would."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EIGHTX8_", "BULK_CANCEL_"))}
-    if key is not None:
-        env["EIGHTX8_API_KEY"] = key
+    env = _environment(key)
     done = subprocess.run(
         [sys.executable, "-m", "bulk_cancel", *map(str, args)],
         input=stdin,
@@ -83,6 +88,79 @@ def bulk_cancel(
         check=False,
     )
     return Ran(done.returncode, done.stdout, done.stderr)
+
+
+def _environment(key: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EIGHTX8_", "BULK_CANCEL_"))}
+    if key is not None:
+        env["EIGHTX8_API_KEY"] = key
+    return env
+
+
+def on_terminal(
+    *args: str | Path,
+    answer: str | None = None,
+    signal_at_prompt: int | None = None,
+    key: str | None = API_KEY,
+    timeout: float = 60,
+) -> Ran:
+    """Run the real command as a person would: stdin, stdout and stderr on a pseudo-terminal.
+
+    At the ``[y/N]`` prompt, type *answer* (with Enter), or send *signal_at_prompt* (what Ctrl-C
+    or a ``kill`` does). ``Ran.stdout`` is everything the terminal showed, colours removed.
+    """
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    env = {**_environment(key), "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulk_cancel", *map(str, args)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    shown = b""
+    prompted = False
+    resend_at = None
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"the command did not finish; the terminal showed {shown!r}"
+            if resend_at is not None and time.monotonic() > resend_at:
+                # A signal that lands after input() wrote the prompt but before its read()
+                # began is only handled once the read returns (CPython checks signals on EINTR):
+                # a person cannot hit that window, a test can. Another signal interrupts the read.
+                assert signal_at_prompt is not None
+                proc.send_signal(signal_at_prompt)
+                resend_at = None
+            if not select.select([master], [], [], min(left, 0.2))[0]:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the command exited and closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+            if not prompted and b"[y/N]" in shown:
+                prompted = True
+                if signal_at_prompt is not None:
+                    time.sleep(0.2)
+                    proc.send_signal(signal_at_prompt)
+                    resend_at = time.monotonic() + 5
+                if answer is not None:
+                    os.write(master, answer.encode() + b"\r")
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode(errors="replace"))
+    return Ran(code, text, "")
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -11,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import API_KEY, umids
-from e2e import bulk_cancel, read_results, read_summary, simulator, write_csv
+from e2e import bulk_cancel, on_terminal, read_results, read_summary, simulator, write_csv
 from openpyxl import Workbook
 
 SUB = "acme_hq"
@@ -384,3 +385,39 @@ def test_several_subaccounts_keep_their_own_limits_and_the_ip_cap(tmp_path: Path
     assert set(state["max_per_s_by_subaccount"]) == set(subs)
     assert all(n <= 100 for n in state["max_per_s_by_subaccount"].values())
     assert 150 <= state["max_ip_per_s"] <= 200  # the cap binds, and holds
+
+
+# ------------------------------------------------------------------------------ on a terminal
+
+
+def test_on_a_terminal_yes_at_the_prompt_cancels(tmp_path: Path) -> None:
+    """On a terminal the command asks first; y sends every row and shows the progress bar."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(20, seed=80)])
+    out = tmp_path / "results.csv"
+    with simulator() as sim:
+        ran = on_terminal(*run_args(src, out, sim.url), answer="y")
+        assert sim.state()["requests"] == 20
+    assert ran.code == 0, ran.stdout
+    assert "Cancel 20 scheduled messages in subaccount(s) acme_hq (20)" in ran.stdout
+    assert "cancelling" in ran.stdout and "bulk-cancel summary" in ran.stdout
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+def test_a_signal_at_the_prompt_stops_at_once_and_leaves_nothing(
+    tmp_path: Path, sig: int, code: int
+) -> None:
+    """Ctrl-C (or SIGTERM) at the prompt ends it at once: 130/143, nothing sent, no ledger kept."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(20, seed=81)])
+    out = tmp_path / "results.csv"
+    with simulator() as sim:
+        ran = on_terminal(*run_args(src, out, sim.url), signal_at_prompt=sig, timeout=30)
+        assert sim.state()["requests"] == 0
+        assert ran.code == code, ran.stdout
+        assert "interrupted at the confirmation; nothing was sent" in ran.stdout
+        assert "Traceback" not in ran.stdout
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+        again = bulk_cancel(*run_args(src, out, sim.url))  # the same command simply runs again
+    assert again.code == 0, again.stderr
+    assert check_accounting(out, 20) == {"cancelled": 20}
