@@ -295,10 +295,11 @@ def _tell(settings: Any, result: Any, *, tty: bool) -> None:
 
 
 async def _with_progress(runner: Any, *, tty: bool) -> Any:
-    """Run with a live progress bar on a terminal, ``run.progress`` events otherwise."""
+    """Run with a live progress bar on a terminal, ``run.progress`` events otherwise; shown only
+    once sending starts, so a "no" at the prompt or bad input leaves no empty bar behind."""
     from .display import live_progress
 
-    async with live_progress(runner.progress, tty=tty):
+    async with live_progress(runner.progress, tty=tty, sending=runner.sending):
         return await runner.run()
 
 

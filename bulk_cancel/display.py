@@ -49,20 +49,45 @@ async def live_progress(
     stream: IO[str] | None = None,
     every_s: float = LOG_EVERY_S,
     width: int | None = None,
+    sending: asyncio.Event | None = None,
 ) -> Any:
-    """Show *progress* while the block runs: a rich bar on a TTY, log events otherwise."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    """Show *progress* while the block runs: a rich bar on a TTY, log events otherwise.
+
+    With *sending*, nothing is shown until it is set: a run that ends before it sends anything
+    (a "no" at the prompt, bad input, a signal while reading) leaves no empty bar behind.
+    """
     stop = asyncio.Event()
-    if tty:
-        task = asyncio.create_task(_rich_loop(progress, stop, started, stream, width))
-    else:
-        task = asyncio.create_task(_log_loop(progress, stop, started, every_s))
+    task = asyncio.create_task(_show(progress, stop, sending, tty, stream, width, every_s))
     try:
         yield
     finally:
         stop.set()
         await task
+
+
+async def _show(
+    progress: Progress,
+    stop: asyncio.Event,
+    sending: asyncio.Event | None,
+    tty: bool,
+    stream: IO[str] | None,
+    width: int | None,
+    every_s: float,
+) -> None:
+    if sending is not None and not sending.is_set():
+        waits = [asyncio.ensure_future(e.wait()) for e in (sending, stop)]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if not sending.is_set():
+            return
+    started = asyncio.get_running_loop().time()
+    if tty:
+        await _rich_loop(progress, stop, started, stream, width)
+    else:
+        await _log_loop(progress, stop, started, every_s)
 
 
 async def _log_loop(

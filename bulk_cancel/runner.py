@@ -107,6 +107,8 @@ class Runner:
         self._stdin = stdin
         self._confirm = confirm
         self.pipeline: Pipeline | None = None
+        self.sending = asyncio.Event()
+        """Set once the input is read and confirmed, as the first requests are about to leave."""
         self._signal: int | None = None
 
     # ------------------------------------------------------------------ phases
@@ -376,6 +378,7 @@ class Runner:
             log.info(
                 "run.started", base_url=s.base_url, rate_per_s=s.rate_per_s, ledger=str(ledger.path)
             )
+            self.sending.set()
             report = await self._send(ledger)
             meta = ledger.meta()
             requests = int(meta.get("requests", 0)) + self.progress.requests

@@ -76,6 +76,37 @@ async def test_rich_bar_on_a_terminal() -> None:
     assert "3/4" in text and "cancelled 3" in text
 
 
+async def test_nothing_is_shown_for_a_run_that_never_sends() -> None:
+    """Until sending starts nothing is drawn: a run that ends first (a no at the prompt) shows no bar."""
+    stream = io.StringIO()
+    sending = asyncio.Event()
+    p = Progress(total=4)
+    async with live_progress(p, tty=True, stream=stream, width=160, sending=sending):
+        await asyncio.sleep(0.3)  # the bar refreshes every 0.25 s once shown
+    assert stream.getvalue() == ""
+    async with live_progress(p, tty=True, stream=stream, width=160, sending=sending):
+        sending.set()
+        p.done = 3
+        await asyncio.sleep(0.05)
+    assert "3/4" in stream.getvalue()
+
+
+async def test_no_progress_events_before_sending_starts() -> None:
+    """Off a terminal too, `run.progress` events begin only once sending starts."""
+    stream = io.StringIO()
+    logs.configure(stream=stream, json=True)
+    sending = asyncio.Event()
+    p = Progress(total=10)
+    async with live_progress(p, tty=False, every_s=0.05, sending=sending):
+        await asyncio.sleep(0.2)
+        assert stream.getvalue() == ""
+        sending.set()
+        await asyncio.sleep(0.2)
+    events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert events and set(events) == {"run.progress"}
+    structlog.reset_defaults()
+
+
 def test_summary_table_shows_outcomes_shares_and_next_steps() -> None:
     """The end summary lists each outcome with count and share, totals, paths and the commands."""
     out = io.StringIO()

@@ -402,6 +402,19 @@ def test_on_a_terminal_yes_at_the_prompt_cancels(tmp_path: Path) -> None:
     assert "cancelling" in ran.stdout and "bulk-cancel summary" in ran.stdout
 
 
+def test_on_a_terminal_no_at_the_prompt_shows_no_progress(tmp_path: Path) -> None:
+    """n at the prompt: exit 2, one line, nothing sent, no ledger, and not a frame of the bar."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(20, seed=82)])
+    out = tmp_path / "results.csv"
+    with simulator() as sim:
+        ran = on_terminal(*run_args(src, out, sim.url), answer="n")
+        assert sim.state()["requests"] == 0
+    assert ran.code == 2, ran.stdout
+    after_prompt = ran.stdout.split("[y/N] ", 1)[1]
+    assert " ".join(after_prompt.split()) == "n bulk-cancel: error: not confirmed: nothing was sent"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
 @pytest.mark.parametrize(
     ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
 )
