@@ -21,7 +21,7 @@ from typing import Any
 
 import uvloop
 
-from bulk_cancel.client import Exchange
+from bulk_cancel.client import Exchange, Ready
 from bulk_cancel.ledger import FINAL, PENDING, SENT, Ledger, WorkItem
 from bulk_cancel.model import Kind, Result, Target
 from bulk_cancel.pipeline import Pipeline, PipelineSettings
@@ -36,7 +36,9 @@ class InstantCanceller:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def cancel(self, target: Target) -> Exchange:
+    async def cancel(self, target: Target, ready: Ready = None) -> Exchange:
+        if ready is not None:
+            await ready()
         self.calls += 1
         await asyncio.sleep(0)
         return _OK

@@ -23,11 +23,13 @@ T = TypeVar("T")
 _EXIT_CODES = """\
 exit codes:
   0    every row got an answer
-  1    some rows failed or were not attempted (see the results file)
-  2    bad usage, config or input, a "no" at the confirmation, or the job is already
-       running (its lock is held): nothing was sent
-  3    stopped because the API rejected the key or the subaccount
-  130  interrupted by Ctrl-C (SIGINT); 143 by SIGTERM: resume with --resume
+  1    some rows failed or were not attempted (see the results file), or the run stopped
+       itself (failure threshold)
+  2    bad flags, settings, key or input; the ledger refuses (exists: add --resume); a "no"
+       at the confirmation; or the job is already running (its lock is held): nothing was sent
+  3    stopped because the API rejected the key or a subaccount
+  130  interrupted by Ctrl-C (SIGINT); 143 by SIGTERM: finish with the command it prints
+       (--resume); at the prompt or while reading, nothing was sent: run it again
 """
 
 _RUN_EXAMPLE = """\

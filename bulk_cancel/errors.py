@@ -6,10 +6,12 @@ Only conditions that make the whole run pointless raise; a failure for one umid 
 ::
 
     BulkCancelError                 exit 1 unless a subclass says otherwise
-    ├── UsageError                  exit 2: bad flags, config, job file or input; nothing was sent
+    ├── UsageError                  exit 2: bad flags, config, job file or input, or a no at the
+    │                               prompt; nothing was sent
     │   ├── InputError              the input file cannot be read or has no usable column
     │   ├── ConfigError             a setting, config file or job file is wrong
-    │   └── LedgerError             the ledger refuses: exists already, different input, locked
+    │   └── LedgerError             the ledger refuses (exists already, different input, locked),
+    │                               or the job's lock is held by another run
     ├── CredentialsRejected         exit 3: the API refused the key (401/403) or the subaccount (1001)
     └── Interrupted                 exit 130 / 143: SIGINT or SIGTERM before anything was sent
                                     (reading the input, or at the confirmation prompt)
@@ -26,15 +28,17 @@ class ExitCode(IntEnum):
     OK = 0
     """Every row got an answer."""
     INCOMPLETE = 1
-    """Some rows ``failed`` or were ``not_attempted``."""
+    """Some rows ``failed`` or were ``not_attempted``, or the run stopped itself."""
     USAGE = 2
-    """Bad usage, config or input: one line says what, nothing was sent."""
+    """The run could not start as asked (bad usage, config or input, a ledger or job lock that
+    refuses, a "no" at the prompt): one line says what, nothing was sent."""
     REJECTED = 3
-    """Stopped because the key or the subaccount was rejected."""
+    """Stopped because the key or a subaccount was rejected."""
     SIGINT = 130
-    """Stopped by Ctrl-C (SIGINT); resume with ``--resume``."""
+    """Stopped by Ctrl-C (SIGINT): ``--resume`` finishes it, or, if nothing was sent yet, the
+    same command again."""
     SIGTERM = 143
-    """Stopped by SIGTERM; resume with ``--resume``."""
+    """Stopped by SIGTERM; as for SIGINT."""
 
 
 class BulkCancelError(Exception):

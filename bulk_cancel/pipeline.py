@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,8 +90,46 @@ class RunReport:
     rejected_subaccounts: list[str] = field(default_factory=list)
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+class _Slot:
+    """One worker's *ready* for the client: its subaccount's rate slot, then the per-IP cap.
+
+    The client awaits it with the connection open, just before writing the request; it notes
+    when it let the request go, so the latency that sizes concurrency excludes the wait.
+    """
+
+    __slots__ = ("_clock", "_gate", "_ip", "at")
+
+    def __init__(self, gate: RateGate, ip: AsyncLimiter | None, clock: Callable[[], float]) -> None:
+        self._gate = gate
+        self._ip = ip
+        self._clock = clock
+        self.at = 0.0
+
+    async def __call__(self) -> None:
+        await self._gate.acquire()
+        if self._ip is not None:
+            await self._ip.acquire()
+        self.at = self._clock()
+
+
+class _Stamp:
+    """The current UTC time as ISO 8601 to the millisecond, formatted at most once a millisecond."""
+
+    __slots__ = ("_ms", "_text")
+
+    def __init__(self) -> None:
+        self._ms = -1
+        self._text = ""
+
+    def __call__(self) -> str:
+        ms = int(time.time() * 1000)
+        if ms != self._ms:
+            self._ms = ms
+            self._text = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+        return self._text
+
+
+_now_iso = _Stamp()
 
 
 class _Recorder:
@@ -195,61 +234,50 @@ class Pipeline:
         s = self._settings
         gate = RateGate(s.rate_per_s)
         self._gates[sub] = gate
-        concurrency = Concurrency(s.concurrency or 512, auto=s.concurrency is None)
+        # Automatic sizing starts from a guess of 100 ms per answer (8x8 from most places) until
+        # answers say otherwise: starting small would spend the first round trip at a fraction
+        # of the rate, and workers beyond need only wait for their slots.
+        concurrency = Concurrency(
+            s.concurrency or 512,
+            auto=s.concurrency is None,
+            initial=max(8, math.ceil(s.rate_per_s * 0.1)),
+        )
         workers = concurrency.cap
+        ip = self._ip_limiter if self._ip_limited else None
         batch = max(8, min(256, round(s.rate_per_s / 20)))
-        # Unbounded queue so end-of-work sentinels never block; `room` bounds the rows that are
-        # marked SENT but still waiting for a worker (at most two batches).
-        queue: asyncio.Queue[WorkItem | None] = asyncio.Queue()
-        room = asyncio.Semaphore(batch)
+        # Rows marked SENT (and committed) but not yet taken by a worker: at most one batch.
+        # Workers take from it without awaiting; the one that finds it empty fetches the next
+        # batch itself. Ledger calls are synchronous, so no two workers ever fetch at once.
+        buffer: deque[WorkItem] = deque()
+        after = 0
+        exhausted = False
         lane_stop = asyncio.Event()
 
         def halted() -> bool:
             return self.stopping or lane_stop.is_set()
 
-        def drain() -> None:
-            """Give queued rows back to the ledger as never sent, and wake everyone to leave."""
-            seqs = []
-            while not queue.empty():
-                item = queue.get_nowait()
-                if item is not None:
-                    seqs.append(item.seq)
-                    room.release()
-            self._ledger.release(seqs)
-            for _ in range(workers):
-                queue.put_nowait(None)
-            concurrency.open_all()
-
-        async def feed() -> None:
-            after = 0
-            while not halted():
-                items = self._ledger.next_work(sub, after, batch)
-                self._recorder.flush()  # the SENT marks are durable before any request leaves
-                if not items:
-                    break
-                after = items[-1].seq
-                for n, item in enumerate(items):
-                    await room.acquire()
-                    if halted():
-                        self._ledger.release([i.seq for i in items[n:]])
-                        return
-                    queue.put_nowait(item)
-            if not halted():
-                for _ in range(workers):
-                    queue.put_nowait(None)
+        def refill() -> bool:
+            nonlocal after, exhausted
+            if exhausted:
+                return False
+            items = self._ledger.next_work(sub, after, batch)
+            self._recorder.flush()  # the SENT marks are durable before any request leaves
+            if not items:
+                exhausted = True
                 concurrency.open_all()  # workers parked above the automatic limit must leave too
+                return False
+            after = items[-1].seq
+            buffer.extend(items)
+            return True
 
         async def work(index: int) -> None:
+            slot = _Slot(gate, ip, self._clock)
             while True:
-                await concurrency.admit(index)
-                item = await queue.get()
-                if item is None:
+                if index >= concurrency.limit:
+                    await concurrency.admit(index)
+                if halted() or (not buffer and not refill()):
                     return
-                room.release()
-                if halted():
-                    self._ledger.release([item.seq])
-                    continue
-                verdict = await self._process(item, gate, concurrency)
+                verdict = await self._process(buffer.popleft(), gate, concurrency, slot)
                 if (
                     verdict is not None
                     and verdict.stop is Stop.SUBACCOUNT
@@ -266,23 +294,26 @@ class Pipeline:
             finally:
                 stop_wait.cancel()
                 lane_wait.cancel()
-            drain()
+            # Rows taken from the ledger but not yet sent go back as never sent.
+            self._ledger.release([item.seq for item in buffer])
+            buffer.clear()
+            concurrency.open_all()
 
-        feeder = asyncio.create_task(feed())
         watcher = asyncio.create_task(watch())
         try:
             await asyncio.gather(*(work(i) for i in range(workers)))
-            await feeder
         finally:
-            for task in (feeder, watcher):
-                task.cancel()
-            await asyncio.gather(feeder, watcher, return_exceptions=True)
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            if buffer:  # a worker failed: whatever it left was never sent
+                self._ledger.release([item.seq for item in buffer])
+                buffer.clear()
             self._gates.pop(sub, None)
 
     # ------------------------------------------------------------------ one row
 
     async def _process(
-        self, item: WorkItem, gate: RateGate, concurrency: Concurrency
+        self, item: WorkItem, gate: RateGate, concurrency: Concurrency, slot: _Slot
     ) -> Verdict | None:
         """Send *item* until it has a final outcome, the budget is spent, or the run stops."""
         policy = self._settings.retry
@@ -293,14 +324,12 @@ class Pipeline:
         progress = self.progress
         exchange = Exchange()
         while True:
-            await gate.acquire()
-            if self._ip_limited:
-                await self._ip_limiter.acquire()
-            sent_at = self._clock()
-            exchange = await self._canceller.cancel(target)
+            await gate.settle()  # a Retry-After pause is waited out before taking a connection
+            slot.at = self._clock()
+            exchange = await self._canceller.cancel(target, slot)
             attempts += 1
             progress.requests += 1
-            concurrency.observe(self._clock() - sent_at, gate.rate_per_s)
+            concurrency.observe(self._clock() - slot.at, gate.rate_per_s)
             progress.rate_per_s = gate.rate_per_s
             progress.in_flight_limit = concurrency.limit
             verdict = judge(exchange, was_ambiguous=ambiguous)

@@ -8,6 +8,7 @@ rebuilt from the ledger and written atomically, whatever way phase 2 ended.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shlex
 import signal
@@ -423,6 +424,19 @@ class Runner:
     async def _run_with_signals(self, pipeline: Pipeline) -> RunReport:
         """SIGINT/SIGTERM: stop taking rows, let in-flight finish (bounded); a second one exits now."""
         loop = asyncio.get_running_loop()
+        # Everything alive now (modules, settings, the ledger) lives until the run ends. Freezing
+        # it keeps Python's full collections from walking it all while sending: one stalls the
+        # loop for 10-30 ms, and requests due meanwhile leave together (measured: a server
+        # counting arrivals saw 1,834-1,846 in one second at a 1,791/s pace, 1,802 frozen).
+        gc.freeze()
+        try:
+            return await self._send_until_done(loop, pipeline)
+        finally:
+            gc.unfreeze()
+
+    async def _send_until_done(
+        self, loop: asyncio.AbstractEventLoop, pipeline: Pipeline
+    ) -> RunReport:
         task = asyncio.ensure_future(pipeline.run())
 
         def on_signal(signum: int) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bulk_cancel.client import Exchange
+from bulk_cancel.client import Exchange, Ready
 from bulk_cancel.ledger import Ledger
 from bulk_cancel.model import Kind, Target
 
@@ -28,7 +28,9 @@ class ScriptedCanceller:
         self.calls: list[Target] = []
         self._attempts: dict[Target, int] = {}
 
-    async def cancel(self, target: Target) -> Exchange:
+    async def cancel(self, target: Target, ready: Ready = None) -> Exchange:
+        if ready is not None:
+            await ready()
         self.calls.append(target)
         n = self._attempts.get(target, 0) + 1
         self._attempts[target] = n

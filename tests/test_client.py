@@ -185,3 +185,50 @@ async def test_refused_connection_was_never_sent() -> None:
         async with CancelClient(ClientSettings(base_url=f"http://127.0.0.1:{port}"), API_KEY) as c:
             ex = await c.cancel(Target(subaccount="sub_1", id="x"))
     assert ex.status is None and not ex.request_sent
+
+
+async def test_ready_is_awaited_once_per_send_before_the_request_leaves(server: Server) -> None:
+    """The rate slot (*ready*) is taken for every send, aiohttp's silent re-send included."""
+    order: list[str] = []
+
+    async def ready() -> None:
+        order.append(f"ready, server has seen {len(server.raw_paths)}")
+        await asyncio.sleep(0.05)  # a slot in the future: nothing may leave before it
+
+    async with client(server) as c:
+        await c.cancel(Target(subaccount="sub_1", id="warm-up"), ready)
+        again = await c.cancel(Target(subaccount="sub_1", id="drop-first"), ready)
+    assert again.resent
+    assert order == [
+        "ready, server has seen 0",
+        "ready, server has seen 1",
+        "ready, server has seen 2",  # the re-send of drop-first waited for a slot of its own
+    ]
+    assert len(server.raw_paths) == 3
+
+
+async def test_no_slot_is_spent_when_no_connection_can_be_made() -> None:
+    """A refused connection never reaches *ready*: no request left, so no rate slot is used."""
+    calls = 0
+
+    async def ready() -> None:
+        nonlocal calls
+        calls += 1
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        async with CancelClient(ClientSettings(base_url=f"http://127.0.0.1:{port}"), API_KEY) as c:
+            ex = await c.cancel(Target(subaccount="sub_1", id="x"), ready)
+    assert not ex.request_sent and calls == 0
+
+
+async def test_a_long_wait_for_the_slot_is_not_a_timeout(server: Server) -> None:
+    """Waiting for a rate slot (a Retry-After pause) is not waiting for an answer."""
+
+    async def ready() -> None:
+        await asyncio.sleep(0.5)
+
+    async with client(server, timeout_s=0.2) as c:
+        ex = await c.cancel(Target(subaccount="sub_1", id="gone"), ready)
+    assert ex.status == 404 and ex.transport_error is None

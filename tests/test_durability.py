@@ -244,8 +244,8 @@ def test_retry_failed_resends_only_the_failures(tmp_path: Path) -> None:
             sim.url,
             "--max-attempts",
             "1",
-            "--failure-window",
-            "1000",
+            "--failure-threshold",
+            "1",  # every row fails here: the threshold must not stop the run first
         )
     assert first.code == 1
     assert Counter(r["outcome"] for r in read_results(out)) == {"failed": 30}

@@ -15,6 +15,8 @@ from conftest import API_KEY, umids
 from e2e import bulk_cancel, on_terminal, read_results, read_summary, simulator, write_csv
 from openpyxl import Workbook
 
+from bulk_cancel.errors import ExitCode
+
 SUB = "acme_hq"
 
 
@@ -249,6 +251,19 @@ def test_help_has_examples_and_no_secrets() -> None:
     assert "bulk-cancel run --input umids.csv" in ran.stdout
     assert "exit codes" in ran.stdout
     assert API_KEY not in ran.stdout
+
+
+def test_every_exit_code_is_documented_in_the_readme_and_the_help() -> None:
+    """The README's "Exit codes" and `run --help` name every code the command can return."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    table = {line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")}
+    listed = {part.strip() for cell in table for part in cell.split("/")}
+    help_codes = bulk_cancel("run", "--help").stdout.split("exit codes:", 1)[1]
+    for code in ExitCode:
+        assert str(code.value) in listed, code
+        assert f"**{code.value}" in section or f"{code.value}**" in section, code
+        assert f" {code.value} " in help_codes, code
 
 
 def test_validate_reports_problems_with_line_numbers_and_sends_nothing(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from email.utils import formatdate
@@ -11,7 +12,15 @@ import pytest
 
 from bulk_cancel.client import Exchange
 from bulk_cancel.model import Outcome
-from bulk_cancel.policy import Concurrency, RateGate, RetryPolicy, Stop, judge, parse_retry_after
+from bulk_cancel.policy import (
+    CATCH_UP_S,
+    Concurrency,
+    RateGate,
+    RetryPolicy,
+    Stop,
+    judge,
+    parse_retry_after,
+)
 
 
 @pytest.mark.parametrize(
@@ -107,12 +116,14 @@ class FakeClock:
 
 
 async def _acquire_all(gate: RateGate, clock: FakeClock, n: int) -> list[float]:
-    """Acquire n slots one after the other, advancing the fake clock by each wait."""
-    times = []
-    for _ in range(n):
-        start = gate._book(clock.now)
-        clock.now = max(clock.now, start)
-        times.append(clock.now)
+    """Take n slots one after the other, advancing the fake clock by each wait."""
+    times: list[float] = []
+    while len(times) < n:
+        wait = gate._take(clock.now)
+        if wait:
+            clock.now += wait
+        else:
+            times.append(clock.now)
     return times
 
 
@@ -140,7 +151,7 @@ async def test_gate_halves_and_pauses_on_429_then_recovers() -> None:
     gate.throttled(2.0)
     gate.throttled(2.0)  # the same burst of refusals: no second halving
     assert gate.rate_per_s == pytest.approx(full / 2)
-    assert gate._book(clock.now) >= clock.now + 2.0
+    assert gate._take(clock.now) == pytest.approx(2.0)
     clock.now += 60
     for _ in range(30):
         clock.now += 1.1
@@ -148,8 +159,8 @@ async def test_gate_halves_and_pauses_on_429_then_recovers() -> None:
     assert gate.rate_per_s == pytest.approx(full)
 
 
-async def test_gate_rebooks_slots_taken_before_a_429() -> None:
-    """Callers asleep on a slot booked before a 429 wait for the pause instead."""
+async def test_gate_callers_waiting_at_a_429_wait_for_the_pause() -> None:
+    """Callers waiting for a slot when a 429 arrives wait for the pause to end."""
     gate = RateGate(20)  # the second slot is ~50 ms away, well before the pause ends
     await gate.acquire()
     waiter = asyncio.create_task(gate.acquire())
@@ -192,3 +203,40 @@ async def test_concurrency_grows_with_rate_times_latency() -> None:
     fixed = Concurrency(5, auto=False)
     fixed.observe(1.0, 1000)
     assert fixed.limit == 5
+
+
+async def test_gate_lets_out_at_most_a_burst_after_a_stall() -> None:
+    """Slots missed while the loop was busy are not caught up: a stall is not followed by a bunch."""
+    gate = RateGate(400)  # a slot every ~2.5 ms, a burst of 1
+    released: list[float] = []
+
+    async def caller() -> None:
+        while len(released) < 200:
+            await gate.acquire()
+            released.append(time.monotonic())
+
+    callers = [asyncio.create_task(caller()) for _ in range(50)]
+    await asyncio.sleep(0.1)
+    time.sleep(0.2)  # noqa: ASYNC251 - the point: 80 slots fall due while the loop is busy
+    await asyncio.gather(*callers)
+    bunch = max(sum(1 for t in released if start <= t < start + 0.002) for start in released)
+    # A burst, plus the slots of the last CATCH_UP_S caught up; with one timer per caller: 50.
+    assert bunch <= gate.burst + math.ceil(CATCH_UP_S * 400) + 1
+    assert len(released) >= 200
+
+
+async def test_gate_is_first_come_first_served_and_survives_cancelled_callers() -> None:
+    """Callers are let out in order; a cancelled caller (even the leader) does not stall the rest."""
+    gate = RateGate(100)
+    order: list[int] = []
+
+    async def caller(i: int) -> None:
+        await gate.acquire()
+        order.append(i)
+
+    tasks = [asyncio.create_task(caller(i)) for i in range(12)]
+    await asyncio.sleep(0)  # all queued; caller 0 went at once, caller 1 leads
+    tasks[1].cancel()
+    tasks[5].cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert order == [0, 2, 3, 4, 6, 7, 8, 9, 10, 11]
