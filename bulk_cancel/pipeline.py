@@ -234,13 +234,14 @@ class Pipeline:
         s = self._settings
         gate = RateGate(s.rate_per_s)
         self._gates[sub] = gate
-        # Automatic sizing starts from a guess of 100 ms per answer (8x8 from most places) until
-        # answers say otherwise: starting small would spend the first round trip at a fraction
-        # of the rate, and workers beyond need only wait for their slots.
+        # Automatic sizing starts from a guess of 100 ms per answer (8x8 from most places), with
+        # the same headroom as Concurrency.observe, until answers say otherwise: starting small
+        # would spend the first round trips at a fraction of the rate, and workers beyond need
+        # only wait for their slots.
         concurrency = Concurrency(
             s.concurrency or 512,
             auto=s.concurrency is None,
-            initial=max(8, math.ceil(s.rate_per_s * 0.1)),
+            initial=max(8, math.ceil(s.rate_per_s * 0.1 * 1.5)),
         )
         workers = concurrency.cap
         ip = self._ip_limiter if self._ip_limited else None
