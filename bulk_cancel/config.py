@@ -729,6 +729,8 @@ def to_run_settings(
         metrics_file=v["metrics_file"],
         job=v["job_name"],
         allow_insecure_http=v["allow_insecure_http"],
+        job_file=resolved.job_file,
+        archive_dir=v["archive_dir"],
     )
 
 

@@ -172,15 +172,25 @@ def summary_table(
     )
     console.print(f"results: {summary.get('results')} · ledger: {summary.get('ledger')}")
     if summary.get("resume_command"):
-        console.print(f"to finish or retry: {summary['resume_command']}")
+        _print_command(console, "to finish or retry", str(summary["resume_command"]))
         retry = _retry_failed_command(summary)
         if retry and (counts.get("failed") or counts.get("not_attempted")):
-            console.print(f"to re-send only the failures: {retry}")
+            _print_command(console, "to re-send only the failures", retry)
+
+
+def _print_command(console: Any, label: str, command: str) -> None:
+    """A command to paste: one line whatever the width (the terminal wraps it, a copy does
+    not), taken literally (a "[" in a path is not markup)."""
+    console.print(f"{label}: {command}", soft_wrap=True, markup=False, emoji=False)
 
 
 def _retry_failed_command(summary: Mapping[str, Any]) -> str | None:
     import shlex
 
+    command = summary.get("retry_failed_command")
+    if command:
+        return str(command)
+    # A summary written before the command was kept in it: the results path is all there is.
     results = summary.get("results")
     return (
         shlex.join(["bulk-cancel", "run", "--retry-failed", "--output", str(results)])

@@ -71,21 +71,60 @@ def _now() -> str:
 
 
 def resume_command(settings: RunSettings) -> str:
-    """The exact command that finishes an interrupted run."""
+    """The exact command that finishes an interrupted run, to copy and paste.
+
+    A run from a job file names the job file first, so that the job's other settings (rate,
+    metrics, split, its lock) apply again; the flags after it pin this run's input and output (a
+    job's input may be a glob, its output a template holding ``{date}``) and what is sent. A drop
+    folder's file is finished by the job's next run, which resumes what is left in processing/.
+    """
+    s = settings
+    if s.job_file is not None and s.archive_dir is not None:
+        return shlex.join(["bulk-cancel", "run", str(s.job_file), *_what_is_sent(s)])
+    parts = ["bulk-cancel", "run", *_job_file(s)]
+    if s.input is not None:
+        parts += ["--input", s.input]
+    return shlex.join([*parts, *_what_is_sent(s), "--output", str(s.output), "--resume"])
+
+
+def retry_failed_command(settings: RunSettings) -> str:
+    """The exact command that re-sends only the rows this run left ``failed`` or ``not_attempted``.
+
+    From a job file it names the job file and this run's input (a glob would match other files
+    too). A drop folder refuses ``--retry-failed``, so one of its files is retried by flags alone.
+    """
+    s = settings
     parts = ["bulk-cancel", "run"]
+    if s.job_file is not None and s.archive_dir is None:
+        parts.append(str(s.job_file))
+        if s.input not in (None, "-"):
+            parts += ["--input", str(s.input)]
+    return shlex.join([*parts, *_what_is_sent(s), "--output", str(s.output), "--retry-failed"])
+
+
+def _job_file(settings: RunSettings) -> list[str]:
+    return [] if settings.job_file is None else [str(settings.job_file)]
+
+
+def _what_is_sent(settings: RunSettings) -> list[str]:
+    """Flags for the settings that decide what is read and where it is sent: a resume repeats
+    them, whatever layer they came from, so the environment of the next shell cannot change them."""
+    s = settings
+    parts: list[str] = []
     for flag, value in (
-        ("--input", settings.input),
-        ("--subaccount", settings.subaccount),
-        ("--column", settings.column),
-        ("--subaccount-column", settings.subaccount_column),
-        ("--sheet", settings.sheet),
-        ("--batch-id", settings.batch_id),
-        ("--base-url", None if settings.base_url == DEFAULT_BASE_URL else settings.base_url),
-        ("--output", str(settings.output)),
+        ("--subaccount", s.subaccount),
+        ("--column", s.column),
+        ("--subaccount-column", s.subaccount_column),
+        ("--sheet", s.sheet),
+        ("--encoding", s.encoding),
+        ("--batch-id", s.batch_id),
+        ("--base-url", None if s.base_url == DEFAULT_BASE_URL else s.base_url),
     ):
         if value is not None:
             parts += [flag, value]
-    return shlex.join([*parts, "--resume"])
+    if s.allow_insecure_http:
+        parts.append("--allow-insecure-http")
+    return parts
 
 
 class Runner:
@@ -517,6 +556,7 @@ class Runner:
         }
         if exit_code != ExitCode.OK:
             summary["resume_command"] = resume_command(s)
+            summary["retry_failed_command"] = retry_failed_command(s)
         return summary
 
     def _write_outputs(self, ledger: Ledger, summary: dict[str, Any]) -> None:

@@ -67,6 +67,10 @@ class RunSettings:
     metrics_file: Path | None = None
     job: str = "bulk-cancel"
     allow_insecure_http: bool = False
+    job_file: Path | None = None
+    """The job file this run came from, if any: the resume and retry commands name it."""
+    archive_dir: Path | None = None
+    """Set when this run is one file of a drop folder (the job's ``archive_dir``)."""
 
     def public(self) -> dict[str, Any]:
         """The settings as plain values for the summary and ``config show`` (there is no key here)."""

@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import select
+import shlex
 import struct
 import subprocess
 import sys
@@ -74,7 +75,11 @@ class Ran:
 
 
 def bulk_cancel(
-    *args: str | Path, key: str | None = API_KEY, stdin: str | None = None, timeout: float = 120
+    *args: str | Path,
+    key: str | None = API_KEY,
+    stdin: str | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
 ) -> Ran:
     """Run the real command in a child process, the way a user or cron would."""
     env = _environment(key)
@@ -86,8 +91,38 @@ def bulk_cancel(
         env=env,
         timeout=timeout,
         check=False,
+        cwd=cwd,
     )
     return Ran(done.returncode, done.stdout, done.stderr)
+
+
+def start(
+    *args: str | Path, key: str | None = API_KEY, cwd: Path | None = None
+) -> subprocess.Popen[str]:
+    """Start the real command in the background (to signal it), stderr to a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bulk_cancel", *map(str, args)],
+        env=_environment(key),
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_printed(command: str, *, cwd: Path | None = None) -> Ran:
+    """Run, word for word, a command line bulk-cancel printed (``bulk-cancel`` is this one)."""
+    argv = shlex.split(command)
+    assert argv[:2] == ["bulk-cancel", "run"], command
+    return bulk_cancel(*argv[1:], cwd=cwd)
+
+
+def wait_for_requests(sim: SimProcess, at_least: int, timeout_s: float = 30) -> None:
+    """Block until the simulator has seen *at_least* requests (the run is really sending)."""
+    deadline = time.monotonic() + timeout_s
+    while sim.state()["requests"] < at_least:
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.02)
 
 
 def _environment(key: str | None) -> dict[str, str]:

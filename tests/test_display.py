@@ -28,7 +28,8 @@ SUMMARY = {
     "achieved_rate_per_s": 52.0,
     "results": "out/results.csv",
     "ledger": "out/results.ledger.sqlite",
-    "resume_command": "bulk-cancel run --input in.csv --output out/results.csv --resume",
+    "resume_command": "bulk-cancel run job.toml --input in.csv --output out/r.csv --resume",
+    "retry_failed_command": "bulk-cancel run job.toml --input in.csv --output out/r.csv --retry-failed",
 }
 
 
@@ -115,7 +116,8 @@ def test_summary_table_shows_outcomes_shares_and_next_steps() -> None:
     assert "cancelled" in text and "90.0%" in text and "8.0%" in text
     assert "not_attempted" not in text  # zero rows: not listed
     assert "out/results.csv" in text
-    assert "--resume" in text and "--retry-failed" in text
+    assert f"to finish or retry: {SUMMARY['resume_command']}" in text
+    assert f"to re-send only the failures: {SUMMARY['retry_failed_command']}" in text
 
 
 def test_report_loads_a_summary_from_results_or_ledger_paths(tmp_path: Path) -> None:

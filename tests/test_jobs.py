@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
+import signal
+import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import API_KEY, umids
-from e2e import bulk_cancel, read_results, read_summary, simulator, write_csv
+from e2e import (
+    SimProcess,
+    bulk_cancel,
+    read_results,
+    read_summary,
+    run_printed,
+    simulator,
+    start,
+    wait_for_requests,
+    write_csv,
+)
 
 from bulk_cancel.config import ResolvedSettings, resolve
 from bulk_cancel.errors import ConfigError, ExitCode, LedgerError, UsageError
@@ -284,6 +299,75 @@ def test_overlapping_cron_runs_exit_2_and_touch_nothing(tmp_path: Path) -> None:
     assert ran.code == 2, ran.stderr
     assert "bulk-cancel: error: job 'nightly' is already running" in ran.stderr
     assert names(tmp_path / "incoming") == ["h.csv"]
+
+
+# ------------------------------------------------------------------------------ resuming a job
+
+
+def interrupted(proc: subprocess.Popen[str], sim: SimProcess, sig: int) -> tuple[int, str]:
+    """Signal a run once it is really sending; its exit code and the command it printed."""
+    wait_for_requests(sim, 20)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    printed = re.search(r"^bulk-cancel: interrupted; nothing is lost\. To finish: (.+)$", err, re.M)
+    assert printed, err
+    return proc.returncode, printed.group(1)
+
+
+@pytest.mark.parametrize("command", ["resume", "retry_failed"])
+def test_the_command_printed_by_an_interrupted_job_finishes_it(
+    tmp_path: Path, command: str
+) -> None:
+    """Ctrl-C a job-file run; its printed resume (or retry) command, pasted as is, ends the job."""
+    ids = umids(300, seed=72)
+    write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in ids])
+    (tmp_path / "j.toml").write_text(
+        'input = "in.csv"\noutput = "out/{date}/results.csv"\nsubaccount = "acme_hq"\n'
+        'metrics_file = "out/bulk_cancel.prom"\n'
+    )
+    with simulator() as sim:
+        # Slowly, so that the signal lands mid-run; the job's own rate applies to the resume.
+        proc = start("run", "j.toml", "--base-url", sim.url, "--rate", "50", cwd=tmp_path)
+        code, resume = interrupted(proc, sim, signal.SIGINT)
+        assert code == 130
+        (results,) = (tmp_path / "out").glob("*/results.csv")
+        summary = read_summary(results)
+        assert summary["resume_command"] == resume
+        printed = resume if command == "resume" else summary["retry_failed_command"]
+        assert shlex.split(printed)[2] == "j.toml", printed
+        ran = run_printed(printed, cwd=tmp_path)
+        assert sim.state()["requests"] == len(ids)  # nothing sent twice
+    assert ran.code == 0, ran.stderr
+    assert Counter(r["outcome"] for r in read_results(results)) == {"cancelled": len(ids)}
+    summary = read_summary(results)
+    assert summary["settings"]["job"] == "j" and summary["settings"]["rate_per_s"] == 1500
+    assert 'bulk_cancel_exit_code{job="j"} 0' in (tmp_path / "out/bulk_cancel.prom").read_text()
+
+
+def test_the_command_printed_by_an_interrupted_drop_folder_finishes_it(tmp_path: Path) -> None:
+    """SIGTERM a drop folder mid-file; the printed command resumes that file, then takes the rest."""
+    first, second = umids(150, seed=73), umids(100, seed=74)
+    drop(tmp_path / "incoming", "a.csv", first)
+    drop(tmp_path / "incoming", "b.csv", second)
+    (tmp_path / "nightly.toml").write_text(
+        'input = "incoming/*.csv"\narchive_dir = "archive"\noutput = "results/{input_stem}.csv"\n'
+    )
+    with simulator() as sim:
+        proc = start("run", "nightly.toml", "--base-url", sim.url, "--rate", "50", cwd=tmp_path)
+        code, printed = interrupted(proc, sim, signal.SIGTERM)
+        assert code == 143
+        assert names(tmp_path / "processing") == ["a.csv", "a.csv" + SIDECAR_SUFFIX]
+        assert printed == shlex.join(["bulk-cancel", "run", "nightly.toml", "--base-url", sim.url])
+        ran = run_printed(printed, cwd=tmp_path)
+        assert sim.state()["requests"] == 250
+    assert ran.code == 0, ran.stderr
+    assert (
+        names(tmp_path / "archive") == ["a.csv", "b.csv"] and names(tmp_path / "processing") == []
+    )
+    for name, ids in (("a.csv", first), ("b.csv", second)):
+        rows = read_results(tmp_path / "results" / name)
+        assert sorted(r["umid"] for r in rows) == sorted(ids)
+        assert {r["outcome"] for r in rows} == {"cancelled"}
 
 
 # ------------------------------------------------------------------------------ example jobs
