@@ -15,7 +15,9 @@ power loss can roll back the last commits).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +86,10 @@ class Ledger:
         self.path = path
         self._conn = conn
         self._lock_fd = lock_fd
+        # A writable ledger checkpoints its WAL from a thread of its own (see _Checkpointer).
+        self._checkpointer = _Checkpointer(path) if lock_fd >= 0 else None
+        if self._checkpointer is not None:
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._seq = self._scalar("SELECT COALESCE(MAX(seq), 0) FROM rows")
 
     # ---------------------------------------------------------------- opening and closing
@@ -98,6 +104,7 @@ class Ledger:
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock(path)
+        ledger = None
         try:
             conn = _connect(path)
             conn.executescript(_SCHEMA)
@@ -105,6 +112,8 @@ class Ledger:
             ledger.set_meta({"schema_version": SCHEMA_VERSION, **meta})
             ledger.commit()
         except BaseException:
+            if ledger is not None and ledger._checkpointer is not None:
+                ledger._checkpointer.close()
             _unlock(lock_fd)
             raise
         return ledger
@@ -142,6 +151,9 @@ class Ledger:
     def close(self) -> None:
         """Commit and release the lock."""
         try:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
             if self._conn.in_transaction:
                 self._conn.commit()
             self._conn.close()
@@ -395,6 +407,37 @@ class Ledger:
 
 
 assert RESULT_COLUMNS[:3] == ("umid", "subaccount_id", "kind")  # iter_results' column order
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database from a thread, so that no commit waits for it.
+
+    SQLite checkpoints inside whichever commit crosses ``wal_autocheckpoint`` pages, and that
+    commit then writes and syncs the database file: on the event loop's thread, 10-27 ms during
+    which no request leaves (measured at 1,800/s: the longest stalls of a run). A passive
+    checkpoint from a second connection never blocks the writer, and SQLite releases the GIL
+    while it does I/O. Durability is unchanged: commits are durable once in the WAL.
+    """
+
+    def __init__(self, path: Path, every_s: float = 0.5) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(path, every_s), name="ledger-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, path: Path, every_s: float) -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            while not self._stop.wait(every_s):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -110,3 +110,34 @@ def test_extra_columns_come_back_with_results(ledger_path: Path) -> None:
     (row,) = next(iter(ledger.iter_results()))
     assert row[-2:] == ("spring", "007")
     ledger.close()
+
+
+def test_the_wal_is_checkpointed_off_the_writer_and_the_thread_ends_with_the_ledger(
+    ledger_path: Path,
+) -> None:
+    """Commits never checkpoint (no stall on the loop's thread), yet the WAL stays small."""
+    import threading
+    import time
+
+    rows = [("sub_1", u) for u in umids(20_000)]
+    ledger = make_ledger(ledger_path, rows)
+    assert ledger._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    wal = ledger_path.with_name(ledger_path.name + "-wal")
+    sizes = []
+    after = 0
+    for _ in range(40):  # 40 batches of 500 rows: SENT, then final, each committed
+        items = ledger.next_work("sub_1", after, 500)
+        after = items[-1].seq
+        ledger.record(
+            [(i.seq, Result(outcome=Outcome.CANCELLED, attempts=1), False) for i in items]
+        )
+        ledger.commit()
+        sizes.append(wal.stat().st_size)
+        time.sleep(0.05)
+    ledger.close()
+    assert not [t for t in threading.enumerate() if t.name == "ledger-checkpoint"]
+    # Unchecked, the WAL grows with every batch; checkpointed, SQLite writes it from the start
+    # again (the file keeps its size).
+    assert len(set(sizes[-15:])) == 1, sizes
+    with Ledger.open(ledger_path) as again:
+        assert again.counts() == {"cancelled": 20_000}
