@@ -28,6 +28,11 @@ What runs is decided by the resolved settings (:mod:`bulk_cancel.config`):
 A job run from a job file, and every drop folder, holds a lock (``fcntl.flock``) on
 ``.<job>.lock`` in ``processing/`` (drop folders) or in the results folder, so overlapping
 runs (cron) cannot collide: the second one exits with code 2 and changes nothing.
+
+``metrics_file`` describes the whole invocation, whatever number of files it ran: rows by outcome,
+requests and retries summed over their summaries, its duration and exit code. It is written when
+the invocation ends, and not at all by one that stopped before running anything (a bad setting,
+the lock held, a "no" at the prompt): the file keeps the last invocation that did something.
 """
 
 from __future__ import annotations
@@ -41,16 +46,17 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from . import locks
+from . import locks, writers
 from .config import ResolvedSettings, has_placeholders, render_output, to_run_settings
-from .errors import ConfigError, ExitCode, InputError, LedgerError, UsageError
+from .errors import BulkCancelError, ConfigError, ExitCode, InputError, LedgerError, UsageError
+from .model import Outcome
 
 if TYPE_CHECKING:
     from .runner import RunResult
@@ -293,7 +299,7 @@ class DropFolder:
 async def run_job(
     job: ResolvedSettings, run_one: RunOne, *, now: datetime | None = None
 ) -> ExitCode:
-    """Run everything *job* names; the exit code is the worst of its runs."""
+    """Run everything *job* names; the exit code is the highest of its runs'."""
     now = now or datetime.now()
     v = job.values
     name = v["job_name"]
@@ -301,13 +307,72 @@ async def run_job(
         folder = _drop_folder(job)
         folder.prepare()
         with job_lock(folder.lock_path, name):
-            return await _run_drop_folder(job, folder, run_one, now)
+            return await _metered(job, lambda run: _run_drop_folder(job, folder, run, now), run_one)
     runs = _runs(job, now)
     lock = _lock_path(job, runs)
     if lock is None:
-        return await _run_each(runs, run_one)
+        return await _metered(job, lambda run: _run_each(runs, run), run_one)
     with job_lock(lock, name):
-        return await _run_each(runs, run_one)
+        return await _metered(job, lambda run: _run_each(runs, run), run_one)
+
+
+@dataclass(slots=True)
+class _Invocation:
+    """What one invocation did over all its runs: the figures of its metrics file."""
+
+    started_s: float = field(default_factory=time.monotonic)
+    runs: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: {o.value: 0 for o in Outcome})
+    requests: int = 0
+    retries: int = 0
+    cancelled_total: int = 0
+
+    def add(self, summary: dict[str, Any]) -> None:
+        self.runs += 1
+        for outcome, n in summary["counts"].items():
+            self.counts[outcome] = self.counts.get(outcome, 0) + int(n)
+        self.requests += int(summary.get("requests", 0))
+        self.retries += int(summary.get("retries", 0))
+        self.cancelled_total += int(summary.get("cancelled_total", 0))
+
+    def summary(self, exit_code: ExitCode) -> dict[str, Any]:
+        """The invocation as :func:`~bulk_cancel.writers.write_metrics` reads a summary."""
+        return {
+            "counts": self.counts,
+            "requests": self.requests,
+            "retries": self.retries,
+            "cancelled_total": self.cancelled_total,
+            "runs": self.runs,
+            "elapsed_s": round(time.monotonic() - self.started_s, 3),
+            "finished_at": _now(),
+            "exit_code": int(exit_code),
+        }
+
+
+async def _metered(
+    job: ResolvedSettings, body: Callable[[RunOne], Awaitable[ExitCode]], run_one: RunOne
+) -> ExitCode:
+    """Run *body* with a *run_one* that tallies each run, then write the invocation's metrics."""
+    metrics_file = job.values["metrics_file"]
+    tally = _Invocation()
+
+    async def counted(settings: RunSettings) -> RunResult:
+        result = await run_one(settings)
+        tally.add(result.summary)
+        return result
+
+    def write(code: ExitCode) -> None:
+        if metrics_file is not None:
+            writers.write_metrics(metrics_file, tally.summary(code), job=job.values["job_name"])
+
+    try:
+        code = await body(counted)
+    except BulkCancelError as exc:
+        if tally.runs:  # files were run before this stopped the job: the metrics must say so
+            write(exc.exit_code)
+        raise
+    write(code)
+    return code
 
 
 def plan_runs(job: ResolvedSettings, *, now: datetime | None = None) -> list[RunSettings]:

@@ -569,8 +569,6 @@ class Runner:
             writers.write_errors(
                 writers.errors_path(s.output), columns, ledger.iter_results(outcomes=wanted)
             )
-        if s.metrics_file is not None:
-            writers.write_metrics(s.metrics_file, summary, job=s.job)
         log.info("run.finished", **{k: summary[k] for k in ("counts", "exit_code", "elapsed_s")})
 
     def _closing_message(self, report: RunReport) -> str | None:

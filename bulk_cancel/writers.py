@@ -392,13 +392,15 @@ _LAST_SUCCESS: Final = "bulk_cancel_last_success_timestamp_seconds"
 
 
 def write_metrics(path: Path, summary: Mapping[str, Any], *, job: str) -> None:
-    """The run's numbers for node_exporter's textfile collector, atomically.
+    """An invocation's numbers for node_exporter's textfile collector, atomically.
 
-    The collector reads ``*.prom`` files whenever it is scraped, so a file must appear whole: the
-    temp file ends in ``.tmp`` (never read) and is renamed into place (node_exporter README,
-    "Textfile Collector"). Every metric is a gauge labelled ``job``; the last run's time is its
-    ``finished_at``. The last success time is the run's own when ``exit_code`` is 0, else the one
-    already in the file for this job, else absent.
+    *summary* is a run's summary, or the sum of several (:mod:`bulk_cancel.jobs` adds up the
+    files of one invocation, with its ``runs``). The collector reads ``*.prom`` files whenever it
+    is scraped, so a file must appear whole: the temp file ends in ``.tmp`` (never read) and is
+    renamed into place (node_exporter README, "Textfile Collector"). Every metric is a gauge
+    labelled ``job``; the last run's time is its ``finished_at``. The last success time is the
+    invocation's own when ``exit_code`` is 0, else the one already in the file for this job, else
+    absent.
     """
     ended = _timestamp(summary.get("finished_at"))
     if summary.get("exit_code") == 0:
@@ -407,24 +409,37 @@ def write_metrics(path: Path, summary: Mapping[str, Any], *, job: str) -> None:
         last_success = _previous_success(path, job)
     j = _label(job)
     lines = [
-        "# HELP bulk_cancel_rows Results rows of the last run, by outcome.",
+        "# HELP bulk_cancel_rows Results rows of the files the last invocation ran, by outcome.",
         "# TYPE bulk_cancel_rows gauge",
     ]
     counts: Mapping[str, Any] = summary.get("counts") or {}
     for outcome, n in counts.items():
         lines.append(f'bulk_cancel_rows{{job="{j}",outcome="{_label(str(outcome))}"}} {_number(n)}')
     scalars: list[tuple[str, str, object]] = [
-        ("bulk_cancel_requests_total", "Requests sent for the run.", summary.get("requests")),
-        ("bulk_cancel_retries_total", "Retries sent for the run.", summary.get("retries")),
-        ("bulk_cancel_duration_seconds", "How long the last run took.", summary.get("elapsed_s")),
+        (
+            "bulk_cancel_requests_total",
+            "Requests sent for the files the last invocation ran.",
+            summary.get("requests"),
+        ),
+        (
+            "bulk_cancel_retries_total",
+            "Retries sent for the files the last invocation ran.",
+            summary.get("retries"),
+        ),
+        (
+            "bulk_cancel_duration_seconds",
+            "How long the last invocation took.",
+            summary.get("elapsed_s"),
+        ),
         (
             "bulk_cancel_cancelled_total",
             "Messages cancelled: the sum of cancelledCount.",
             summary.get("cancelled_total"),
         ),
-        ("bulk_cancel_last_run_timestamp_seconds", "When the last run ended.", ended),
-        (_LAST_SUCCESS, "When a run last ended with exit code 0.", last_success),
-        ("bulk_cancel_exit_code", "Exit code of the last run.", summary.get("exit_code")),
+        ("bulk_cancel_runs", "Input files the last invocation ran.", summary.get("runs")),
+        ("bulk_cancel_last_run_timestamp_seconds", "When the last invocation ended.", ended),
+        (_LAST_SUCCESS, "When an invocation last ended with exit code 0.", last_success),
+        ("bulk_cancel_exit_code", "Exit code of the last invocation.", summary.get("exit_code")),
     ]
     for name, help_text, value in scalars:
         if value is None:

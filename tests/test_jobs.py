@@ -34,7 +34,7 @@ from bulk_cancel.errors import ConfigError, ExitCode, LedgerError, UsageError
 from bulk_cancel.jobs import SIDECAR_SUFFIX, DropFolder, job_lock, plan_runs, run_job
 from bulk_cancel.runner import Runner, RunResult
 from bulk_cancel.settings import RunSettings
-from bulk_cancel.simulator import SimulatorConfig, running_simulator
+from bulk_cancel.simulator import Faults, SimulatorConfig, running_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG_AGO = time.time() - 3600
@@ -241,6 +241,80 @@ async def test_a_no_at_the_prompt_puts_the_file_back(tmp_path: Path) -> None:
         assert sim.state.requests == 0
     assert asked[0]["to_send"] == 5
     assert names(tmp_path / "incoming") == ["e.csv"] and names(tmp_path / "processing") == []
+
+
+def metrics(path: Path) -> dict[str, float]:
+    """A textfile-collector file as {'name{labels}': value}."""
+    samples = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+async def test_metrics_cover_every_file_an_invocation_runs(tmp_path: Path) -> None:
+    """Drop-folder metrics sum rows, requests and retries over all its files, not the last one."""
+    drop(tmp_path / "incoming", "a.csv", umids(30, seed=75))
+    drop(tmp_path / "incoming", "b.csv", umids(20, seed=76), sub="acme_eu")
+    prom = tmp_path / "bulk_cancel.prom"
+    config = SimulatorConfig(faults=Faults(http_503=0.2), seed=3)
+    async with running_simulator(config) as sim:
+        job = nightly(tmp_path, sim.url, f'metrics_file = "{prom.name}"\nmax_attempts = 10\n')
+        runs = Runs()
+        assert await run_job(job, runs) is ExitCode.OK
+        requests = sim.state.requests
+    first, second = (read_summary(s.output) for s in runs.settings)
+    got = metrics(prom)
+    assert got['bulk_cancel_rows{job="nightly",outcome="cancelled"}'] == 50
+    assert got['bulk_cancel_requests_total{job="nightly"}'] == requests
+    assert requests == first["requests"] + second["requests"]
+    retries = first["retries"] + second["retries"]
+    assert retries > 0 and got['bulk_cancel_retries_total{job="nightly"}'] == retries
+    assert got['bulk_cancel_cancelled_total{job="nightly"}'] == 50
+    assert got['bulk_cancel_runs{job="nightly"}'] == 2
+    assert got['bulk_cancel_duration_seconds{job="nightly"}'] >= (
+        first["elapsed_s"] + second["elapsed_s"] - 0.01
+    )
+    assert got['bulk_cancel_exit_code{job="nightly"}'] == 0
+    success = got['bulk_cancel_last_success_timestamp_seconds{job="nightly"}']
+    assert success >= time.time() - 60
+
+    async with running_simulator() as sim:  # the next night: nothing new
+        assert (
+            await run_job(nightly(tmp_path, sim.url, f'metrics_file = "{prom.name}"\n'), Runs())
+            is ExitCode.OK
+        )
+    idle = metrics(prom)
+    assert idle['bulk_cancel_runs{job="nightly"}'] == 0
+    assert idle['bulk_cancel_rows{job="nightly",outcome="cancelled"}'] == 0
+    assert idle['bulk_cancel_requests_total{job="nightly"}'] == 0
+    assert idle['bulk_cancel_last_success_timestamp_seconds{job="nightly"}'] >= success
+
+
+async def test_metrics_say_how_an_invocation_ended(tmp_path: Path) -> None:
+    """A file set aside makes the invocation exit 2: its metrics say 2, keep the last success,
+    and still count the file that ran; an invocation stopped before any run leaves them be."""
+    prom = tmp_path / "bulk_cancel.prom"
+    drop(tmp_path / "incoming", "a.csv", umids(5, seed=77))
+    async with running_simulator() as sim:
+        job = nightly(tmp_path, sim.url, f'metrics_file = "{prom.name}"\n')
+        assert await run_job(job, Runs()) is ExitCode.OK
+        success = metrics(prom)['bulk_cancel_last_success_timestamp_seconds{job="nightly"}']
+        drop(tmp_path / "incoming", "b.csv", umids(4, seed=78))
+        bad = write_csv(tmp_path / "incoming" / "c.csv", ["name"], [["x"]])
+        os.utime(bad, (LONG_AGO, LONG_AGO))
+        assert await run_job(job, Runs()) is ExitCode.USAGE
+        got = metrics(prom)
+        assert got['bulk_cancel_exit_code{job="nightly"}'] == 2
+        assert got['bulk_cancel_last_success_timestamp_seconds{job="nightly"}'] == success
+        assert got['bulk_cancel_runs{job="nightly"}'] == 1
+        assert got['bulk_cancel_rows{job="nightly",outcome="cancelled"}'] == 4
+        before = prom.read_text()
+        drop(tmp_path / "incoming", "d.csv", umids(3, seed=79))
+        with pytest.raises(UsageError, match="not confirmed"):
+            await run_job(job, Runs(confirm=lambda plan: False))
+    assert prom.read_text() == before
 
 
 def test_a_dry_run_plans_without_claiming(tmp_path: Path) -> None:
