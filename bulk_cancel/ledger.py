@@ -64,7 +64,7 @@ _TODO_INDEX: Final = "CREATE INDEX IF NOT EXISTS rows_todo ON rows (sub, seq) WH
 
 @dataclass(frozen=True, slots=True)
 class WorkItem:
-    """A row to send, as a lane's feeder hands it to a worker."""
+    """A row to send, as a lane's workers take it from the ledger."""
 
     seq: int
     subaccount: str
@@ -146,7 +146,20 @@ class Ledger:
         if not path.is_file():
             raise LedgerError(f"{path}: no such ledger")
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-        return cls(path, conn, -1)
+        try:
+            version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if version is None or orjson.loads(version[0]) != SCHEMA_VERSION:
+                raise LedgerError(f"{path}: not a bulk-cancel ledger of this version")
+            return cls(path, conn, -1)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise LedgerError(
+                f"{path}: not a readable bulk-cancel ledger ({exc}); "
+                "point at a run's results file or its .ledger.sqlite"
+            ) from None
+        except BaseException:
+            conn.close()
+            raise
 
     def close(self) -> None:
         """Commit and release the lock."""

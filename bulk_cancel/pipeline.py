@@ -1,10 +1,11 @@
 """Moves rows from the ledger to the API and their outcomes back, within the rate limits.
 
-One *lane* per subaccount: a feeder takes the next rows from the ledger, marks them ``SENT``
-and commits *before* handing them to the lane's workers, so a kill -9 never loses a request
-that left. Workers pace themselves on the lane's :class:`~bulk_cancel.policy.RateGate` and the
-global per-IP cap, send, judge the answer, retry within the :class:`~bulk_cancel.policy.RetryPolicy`,
-and record the final result. A failure for one row is a value; only the stop conditions
+One *lane* per subaccount: its workers take rows from a small buffer, and the worker that finds
+it empty takes the next batch from the ledger, marks it ``SENT`` and commits *before* any of it
+is sent, so a kill -9 never loses a request that left. Workers take the lane's rate slot from
+:class:`~bulk_cancel.policy.RateGate` (and the global per-IP cap) once their connection is open,
+send, judge the answer, retry within the :class:`~bulk_cancel.policy.RetryPolicy`, and record the
+final result. A failure for one row is a value; only the stop conditions
 (key refused, subaccount refused, failure threshold, an interrupt) end lanes early.
 
 The pipeline depends on the :class:`~bulk_cancel.client.Canceller` protocol only, so it is
@@ -133,7 +134,7 @@ _now_iso = _Stamp()
 
 
 class _Recorder:
-    """Buffers final results and commits them with the feeders' batches, or every 100 ms."""
+    """Buffers final results and commits them with each batch taken for sending, or every 100 ms."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger

@@ -308,6 +308,11 @@ def test_report_reprints_a_past_run(tmp_path: Path) -> None:
     assert as_json["counts"]["cancelled"] == 7
     missing = bulk_cancel("report", tmp_path / "nothing.csv", key=None)
     assert missing.code == 2 and "no summary found" in missing.stderr
+    garbage = tmp_path / "garbage.ledger.sqlite"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    corrupt = bulk_cancel("report", garbage, key=None)
+    assert corrupt.code == 2 and "Traceback" not in corrupt.stderr
+    assert corrupt.stderr.count("\n") == 1 and "not a readable bulk-cancel ledger" in corrupt.stderr
 
 
 def test_excel_output_and_split_errors_file(tmp_path: Path) -> None:
