@@ -300,6 +300,13 @@ class Runner:
                     f"{path}: the earlier run never finished reading its input; "
                     "use --resume with the same --input instead of --retry-failed"
                 )
+            earlier = ledger.meta().get("settings", {}).get("base_url")
+            if earlier is not None and earlier != s.base_url:
+                ledger.close()
+                raise LedgerError(
+                    f"{path}: --retry-failed would send to {s.base_url}, but the run went to "
+                    f"{earlier}; add --base-url {earlier} (or the same --product/--region)"
+                )
             reopened = ledger.reopen_failures()
             log.info("run.retry_failed", rows=reopened)
             return ledger

@@ -249,11 +249,16 @@ def test_retry_failed_resends_only_the_failures(tmp_path: Path) -> None:
         )
     assert first.code == 1
     assert Counter(r["outcome"] for r in read_results(out)) == {"failed": 30}
-    with simulator() as sim:
+    # The same host, healthy now (a retry to another host is refused, below).
+    with simulator("--port", sim.url.rsplit(":", 1)[-1]) as sim:
         again = bulk_cancel("run", "--retry-failed", "--output", out, "--base-url", sim.url)
         assert sim.state()["requests"] == 30
         third = bulk_cancel("run", "--retry-failed", "--output", out, "--base-url", sim.url)
         assert sim.state()["requests"] == 30  # nothing left to retry
+        # Typed by hand without --base-url, a retry would go to 8x8's production host: refused.
+        elsewhere = bulk_cancel("run", "--retry-failed", "--output", out)
+        assert elsewhere.code == 2 and f"--base-url {sim.url}" in elsewhere.stderr
+        assert elsewhere.stderr.count("\n") == 1
     assert again.code == 0, again.stderr
     assert third.code == 0
     # A 503 may have been applied: "nothing to cancel" would be unconfirmed, but here the
