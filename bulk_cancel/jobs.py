@@ -54,7 +54,14 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from . import locks, writers
-from .config import ResolvedSettings, has_placeholders, render_output, to_run_settings
+from .config import (
+    Layer,
+    ResolvedSettings,
+    has_placeholders,
+    load_file,
+    render_output,
+    to_run_settings,
+)
 from .errors import BulkCancelError, ConfigError, ExitCode, InputError, LedgerError, UsageError
 from .model import Outcome
 
@@ -504,10 +511,15 @@ async def _run_each(runs: list[RunSettings], run_one: RunOne) -> ExitCode:
 
 
 def _lock_path(job: ResolvedSettings, runs: list[RunSettings]) -> Path | None:
-    """A job file's lock lives in the results folder (the part of output without placeholders)."""
+    """A job file's lock lives in the results folder (the part of output without placeholders).
+
+    The folder comes from the job file's own ``output`` when it has one: the printed command
+    that resumes a run pins that run's output (``out/2026-11-28/…``), and its lock must be the
+    one tonight's run of the same job takes, or the two could send side by side.
+    """
     if job.job_file is None or not runs:
         return None
-    template = job.values["output"]
+    template = load_file(job.job_file, Layer.JOB).get("output", job.values["output"])
     folder = _stable_dir(Path(template)) if template is not None else runs[0].output.parent
     return folder / f".{_safe(job.values['job_name'])}.lock"
 

@@ -362,6 +362,14 @@ async def test_a_second_run_of_a_job_is_refused_while_the_first_holds_its_lock(
     single.write_text('input = "incoming/g.csv"\noutput = "out/{date}/r.csv"\n')
     with job_lock(tmp_path / "out" / ".one.lock", "one"), pytest.raises(LedgerError):
         await run_job(resolve({}, {}, single, None), Runs())
+    # The printed resume command pins that night's output: it must take the same lock as
+    # tonight's run of the job, or the two could send to the same subaccount side by side.
+    pinned = {"output": str(tmp_path / "out" / "2026-11-28" / "r.csv"), "resume": True}
+    with (
+        job_lock(tmp_path / "out" / ".one.lock", "one"),
+        pytest.raises(LedgerError, match="'one' is already running"),
+    ):
+        await run_job(resolve(pinned, {}, single, None), Runs())
 
 
 def test_overlapping_cron_runs_exit_2_and_touch_nothing(tmp_path: Path) -> None:
