@@ -294,6 +294,12 @@ def _tell(settings: Any, result: Any, *, tty: bool) -> None:
         )
     if result.message:
         print(f"bulk-cancel: {result.message}", file=sys.stderr)
+    elif not tty and summary.get("retry_failed_command"):
+        # The table on a terminal shows it; a cron mail or a CI log gets the same command here.
+        print(
+            f"bulk-cancel: to re-send the failures: {summary['retry_failed_command']}",
+            file=sys.stderr,
+        )
 
 
 async def _with_progress(runner: Any, *, tty: bool) -> Any:

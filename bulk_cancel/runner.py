@@ -576,7 +576,8 @@ class Runner:
             writers.write_errors(
                 writers.errors_path(s.output), columns, ledger.iter_results(outcomes=wanted)
             )
-        log.info("run.finished", **{k: summary[k] for k in ("counts", "exit_code", "elapsed_s")})
+        keys = ("counts", "exit_code", "elapsed_s", "resume_command", "retry_failed_command")
+        log.info("run.finished", **{k: summary[k] for k in keys if k in summary})
 
     def _closing_message(self, report: RunReport) -> str | None:
         s = self.settings

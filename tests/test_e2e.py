@@ -184,11 +184,18 @@ def test_exhausted_retries_fail_with_exit_1(tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
     with simulator("--faults", "http_503=1.0") as sim:
         ran = bulk_cancel(
-            *run_args(src, out, sim.url, "--max-attempts", "2", "--failure-window", "100")
+            *run_args(src, out, sim.url, "--max-attempts", "2", "--failure-threshold", "1")
         )
     assert ran.code == 1
     assert check_accounting(out, 5) == {"failed": 5}
-    assert "--resume" in read_summary(out)["resume_command"]
+    summary = read_summary(out)
+    assert "--resume" in summary["resume_command"]
+    # Off a terminal (cron mail, CI log) the command to re-send the failures is on stderr too,
+    # and in the final JSON event.
+    retry = summary["retry_failed_command"]
+    assert f"bulk-cancel: to re-send the failures: {retry}\n" in ran.stderr
+    finished = [json.loads(line) for line in ran.stderr.splitlines() if '"run.finished"' in line]
+    assert finished and finished[0]["retry_failed_command"] == retry
 
 
 def test_bad_input_exits_2_with_one_line_and_sends_nothing(tmp_path: Path) -> None:
