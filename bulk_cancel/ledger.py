@@ -86,10 +86,8 @@ class Ledger:
         self.path = path
         self._conn = conn
         self._lock_fd = lock_fd
-        # A writable ledger checkpoints its WAL from a thread of its own (see _Checkpointer).
-        self._checkpointer = _Checkpointer(path) if lock_fd >= 0 else None
-        if self._checkpointer is not None:
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
+        # Once sending starts, the WAL is checkpointed from a thread (see _Checkpointer).
+        self._checkpointer: _Checkpointer | None = None
         self._seq = self._scalar("SELECT COALESCE(MAX(seq), 0) FROM rows")
 
     # ---------------------------------------------------------------- opening and closing
@@ -104,7 +102,6 @@ class Ledger:
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock(path)
-        ledger = None
         try:
             conn = _connect(path)
             conn.executescript(_SCHEMA)
@@ -112,8 +109,6 @@ class Ledger:
             ledger.set_meta({"schema_version": SCHEMA_VERSION, **meta})
             ledger.commit()
         except BaseException:
-            if ledger is not None and ledger._checkpointer is not None:
-                ledger._checkpointer.close()
             _unlock(lock_fd)
             raise
         return ledger
@@ -289,6 +284,11 @@ class Ledger:
 
         The caller commits before any of them is sent (:meth:`commit`).
         """
+        if self._checkpointer is None and self._lock_fd >= 0:
+            # Sending starts: from here on no commit may stop the event loop to checkpoint.
+            # (Not while reading the input: one long transaction, nothing to checkpoint.)
+            self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._checkpointer = _Checkpointer(self.path)
         rows = self._conn.execute(
             "SELECT seq, tid, kind, state, ambiguous, attempts FROM rows "
             "WHERE sub = ? AND state < 2 AND seq > ? ORDER BY seq LIMIT ?",
