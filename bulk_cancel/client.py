@@ -159,6 +159,13 @@ class _PacedConnector(aiohttp.TCPConnector):
             except BaseException:
                 conn.release()
                 raise
+            proto = conn.protocol
+            if proto is None or not proto.is_connected():
+                # The server closed the idle connection while we waited for the slot (a long
+                # Retry-After pause): nothing left yet, so take another rather than write into a
+                # closed one, which aiohttp would answer with its silent re-send.
+                conn.close()
+                conn = await super().connect(req, traces, timeout)
         return conn
 
 

@@ -232,3 +232,34 @@ async def test_a_long_wait_for_the_slot_is_not_a_timeout(server: Server) -> None
     async with client(server, timeout_s=0.2) as c:
         ex = await c.cancel(Target(subaccount="sub_1", id="gone"), ready)
     assert ex.status == 404 and ex.transport_error is None
+
+
+async def test_a_connection_closed_while_waiting_for_the_slot_is_replaced_not_resent() -> None:
+    """A server closing idle connections during a long wait for the slot causes no re-send."""
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(request.path)
+        return web.json_response({"cancelledCount": 1})
+
+    app = web.Application()
+    app.router.add_route("DELETE", r"/{tail:.*}", handler)
+    runner = web.AppRunner(app, keepalive_timeout=0.1, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def paused() -> None:
+        await asyncio.sleep(0.4)  # the server drops the idle keep-alive connection meanwhile
+
+    try:
+        async with CancelClient(ClientSettings(base_url=f"http://127.0.0.1:{port}"), API_KEY) as c:
+            first = await c.cancel(Target(subaccount="sub_1", id="a"))
+            # The pooled connection is handed out, then the server closes it during the wait.
+            second = await c.cancel(Target(subaccount="sub_1", id="b"), paused)
+    finally:
+        await runner.cleanup()
+    assert (first.cancelled_count, second.cancelled_count) == (1, 1)
+    assert not second.resent  # not flagged as possibly sent twice
+    assert len(seen) == 2
