@@ -137,8 +137,34 @@ def test_the_wal_is_checkpointed_off_the_writer_and_the_thread_ends_with_the_led
         time.sleep(0.05)
     ledger.close()
     assert not [t for t in threading.enumerate() if t.name == "ledger-checkpoint"]
-    # Unchecked, the WAL grows with every batch; checkpointed, SQLite writes it from the start
-    # again (the file keeps its size).
-    assert len(set(sizes[-15:])) == 1, sizes
+    # Unchecked, the WAL grows with every batch (by about 3 MB over these 40); checkpointed,
+    # SQLite writes it from the start again once the thread has copied it back (about 0.6 MB).
+    assert sizes[-1] - sizes[0] < 1_500_000, sizes
     with Ledger.open(ledger_path) as again:
         assert again.counts() == {"cancelled": 20_000}
+
+
+def test_the_first_of_two_duplicates_is_kept_whether_it_is_final_or_to_send(
+    ledger_path: Path,
+) -> None:
+    """Rows to send and rows final at once are inserted in input order: the first one wins."""
+    a, b = umids(2)
+    bad = Result(outcome=Outcome.INVALID_UMID, error_message="test")
+    ledger = Ledger.create(ledger_path, {})
+    dups = ledger.add(
+        [
+            ("s_1", a, Kind.MESSAGE, 2, None, bad),
+            ("s_1", a, Kind.MESSAGE, 3, None, None),
+            ("s_1", b, Kind.MESSAGE, 4, ["x"], None),
+            ("s_1", b, Kind.MESSAGE, 5, None, bad),
+        ]
+    )
+    ledger.set_meta({"extra_columns": ["owner"]})
+    ledger.finish_ingest()
+    assert dups == 2
+    rows = [r for chunk in ledger.iter_results() for r in chunk]
+    assert [(r[0], r[3], r[-2], r[-1]) for r in rows] == [
+        (a, "invalid_umid", 2, ""),
+        (b, "not_attempted", 4, "x"),
+    ]
+    ledger.close()
