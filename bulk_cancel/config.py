@@ -352,7 +352,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         group=_API,
         default=30.0,
         metavar="S",
-        help="seconds to wait for one answer",
+        help="seconds an answer may go without data once sent; then it counts as lost",
     ),
     Setting(
         name="max_attempts",

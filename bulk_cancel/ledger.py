@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -123,14 +123,7 @@ class Ledger:
             )
         lock_fd = _lock(path)
         try:
-            conn = _connect(path)
-            version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if version is None or orjson.loads(version[0]) != SCHEMA_VERSION:
-                raise LedgerError(f"{path}: not a bulk-cancel ledger of this version")
-            return cls(path, conn, lock_fd)
-        except sqlite3.DatabaseError as exc:
-            _unlock(lock_fd)
-            raise LedgerError(f"{path}: not a readable bulk-cancel ledger ({exc})") from None
+            return cls._checked(path, lambda: _connect(path), lock_fd)
         except BaseException:
             _unlock(lock_fd)
             raise
@@ -140,20 +133,34 @@ class Ledger:
         """Open a ledger for reading (reports), without taking the run lock."""
         if not path.is_file():
             raise LedgerError(f"{path}: no such ledger")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        return cls._checked(
+            path,
+            lambda: sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None),
+            -1,
+        )
+
+    @classmethod
+    def _checked(
+        cls, path: Path, connect: Callable[[], sqlite3.Connection], lock_fd: int
+    ) -> Ledger:
+        """Connect and check that *path* holds a ledger of this schema version."""
+        conn = None
         try:
+            conn = connect()
             version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if version is None or orjson.loads(version[0]) != SCHEMA_VERSION:
                 raise LedgerError(f"{path}: not a bulk-cancel ledger of this version")
-            return cls(path, conn, -1)
+            return cls(path, conn, lock_fd)
         except sqlite3.DatabaseError as exc:
-            conn.close()
+            if conn is not None:
+                conn.close()
             raise LedgerError(
                 f"{path}: not a readable bulk-cancel ledger ({exc}); "
                 "point at a run's results file or its .ledger.sqlite"
             ) from None
         except BaseException:
-            conn.close()
+            if conn is not None:
+                conn.close()
             raise
 
     def close(self) -> None:

@@ -258,6 +258,12 @@ class Pipeline:
         def halted() -> bool:
             return self.stopping or lane_stop.is_set()
 
+        def give_back() -> None:
+            """Rows taken from the ledger but not yet sent go back as never sent."""
+            if buffer:
+                self._ledger.release([item.seq for item in buffer])
+                buffer.clear()
+
         def refill() -> bool:
             nonlocal after, exhausted
             if exhausted:
@@ -296,9 +302,7 @@ class Pipeline:
             finally:
                 stop_wait.cancel()
                 lane_wait.cancel()
-            # Rows taken from the ledger but not yet sent go back as never sent.
-            self._ledger.release([item.seq for item in buffer])
-            buffer.clear()
+            give_back()
             concurrency.open_all()
 
         watcher = asyncio.create_task(watch())
@@ -307,9 +311,7 @@ class Pipeline:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-            if buffer:  # a worker failed: whatever it left was never sent
-                self._ledger.release([item.seq for item in buffer])
-                buffer.clear()
+            give_back()  # a worker failed: whatever it left was never sent
             self._gates.pop(sub, None)
 
     # ------------------------------------------------------------------ one row

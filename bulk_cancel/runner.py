@@ -294,13 +294,14 @@ class Runner:
         path = ledger_path(s.output)
         if s.retry_failed:
             ledger = Ledger.open(path)
-            if not ledger.meta().get("ingest_complete"):
+            meta = ledger.meta()
+            if not meta.get("ingest_complete"):
                 ledger.close()
                 raise LedgerError(
                     f"{path}: the earlier run never finished reading its input; "
                     "use --resume with the same --input instead of --retry-failed"
                 )
-            earlier = ledger.meta().get("settings", {}).get("base_url")
+            earlier = meta.get("settings", {}).get("base_url")
             if earlier is not None and earlier != s.base_url:
                 ledger.close()
                 raise LedgerError(

@@ -115,33 +115,38 @@ def test_extra_columns_come_back_with_results(ledger_path: Path) -> None:
 def test_the_wal_is_checkpointed_off_the_writer_and_the_thread_ends_with_the_ledger(
     ledger_path: Path,
 ) -> None:
-    """Commits never checkpoint (no stall on the loop's thread), yet the WAL stays small."""
+    """Commits never checkpoint (no stall on the loop's thread), yet the thread's checkpoints
+    let SQLite start the WAL afresh; the thread ends with the ledger."""
     import threading
     import time
 
-    rows = [("sub_1", u) for u in umids(20_000)]
-    ledger = make_ledger(ledger_path, rows)
+    ledger = make_ledger(ledger_path, [("sub_1", u) for u in umids(2_000)])
     assert ledger._checkpointer is None  # reading the input: one transaction, nothing to do
     wal = ledger_path.with_name(ledger_path.name + "-wal")
-    sizes = []
-    after = 0
-    for _ in range(40):  # 40 batches of 500 rows: SENT, then final, each committed
-        items = ledger.next_work("sub_1", after, 500)
-        assert ledger._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-        after = items[-1].seq
+
+    def salts() -> bytes:
+        # SQLite's WAL header (file format, "WAL File Format"): the salts at bytes 16-23 change
+        # each time a writer starts the WAL from the beginning, which it only does once every
+        # frame was checkpointed. With wal_autocheckpoint 0 only the thread checkpoints.
+        with wal.open("rb") as f:
+            return f.read(24)[16:]
+
+    items = ledger.next_work("sub_1", 0, 100)  # sending starts: so does the thread
+    assert ledger._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    ledger.commit()
+    first = salts()
+    restarted = False
+    deadline = time.monotonic() + 10
+    while not restarted and time.monotonic() < deadline:
         ledger.record(
-            [(i.seq, Result(outcome=Outcome.CANCELLED, attempts=1), False) for i in items]
+            [(i.seq, Result(outcome=Outcome.CANCELLED, attempts=1), False) for i in items[:1]]
         )
         ledger.commit()
-        sizes.append(wal.stat().st_size)
-        time.sleep(0.05)
+        restarted = salts() != first
+        time.sleep(0.02)
     ledger.close()
+    assert restarted
     assert not [t for t in threading.enumerate() if t.name == "ledger-checkpoint"]
-    # Unchecked, the WAL grows with every batch (by about 3 MB over these 40); checkpointed,
-    # SQLite writes it from the start again once the thread has copied it back (about 0.6 MB).
-    assert sizes[-1] - sizes[0] < 1_500_000, sizes
-    with Ledger.open(ledger_path) as again:
-        assert again.counts() == {"cancelled": 20_000}
 
 
 def test_the_first_of_two_duplicates_is_kept_whether_it_is_final_or_to_send(
