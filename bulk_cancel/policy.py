@@ -2,9 +2,10 @@
 
 - :func:`judge` turns one :class:`~bulk_cancel.client.Exchange` into a :class:`Verdict`.
 - :class:`RetryPolicy` bounds retries in attempts *and* elapsed time, Retry-After first.
-- :class:`RateGate` paces one subaccount: a token bucket whose rate steps down on 429 and grows
-  back slowly, and which pauses the whole subaccount for Retry-After.
-- :class:`InFlightLimit` sizes concurrency from rate × latency (Little's law), up to a cap.
+- :class:`RateGate` paces one subaccount: one queue whose head takes slots at :func:`pace`'s
+  rate, a small burst per loop turn; the rate steps down on 429 and grows back slowly, and the
+  whole subaccount pauses for Retry-After.
+- :class:`Concurrency` sizes concurrency from rate × latency (Little's law), up to a cap.
 """
 
 from __future__ import annotations
