@@ -239,6 +239,12 @@ def _api_key() -> str:
         raise ConfigError(
             f"no API key: export {API_KEY_ENV}=<your key from the 8x8 Connect portal>"
         )
+    if not (key.isascii() and key.isprintable()):
+        # It goes into the Authorization header: a pasted line break would add headers.
+        raise ConfigError(
+            f"{API_KEY_ENV} holds a line break, control or non-ASCII character; "
+            "set it to the key alone"
+        )
     return key
 
 

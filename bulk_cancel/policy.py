@@ -65,16 +65,11 @@ def judge(exchange: Exchange, *, was_ambiguous: bool, now: float | None = None) 
     A "nothing to cancel" answer (200 with 0, or 404) after an ambiguous attempt is
     ``unconfirmed``: the earlier attempt may well have cancelled the message.
     """
-    ambiguous_now = exchange.resent
     if exchange.status is None:
         # No answer: a connection that was never made cannot have applied the DELETE.
-        return Verdict(
-            None,
-            ambiguous=exchange.request_sent or ambiguous_now,
-            detail=exchange.transport_error,
-        )
+        return Verdict(None, ambiguous=exchange.request_sent, detail=exchange.transport_error)
     status, code = exchange.status, exchange.code
-    earlier = was_ambiguous or ambiguous_now
+    earlier = was_ambiguous
     if status == 200:
         if not exchange.body_ok:
             return Verdict(None, ambiguous=True, detail="unreadable 200 body")
@@ -95,11 +90,11 @@ def judge(exchange: Exchange, *, was_ambiguous: bool, now: float | None = None) 
         throttled = status == 429
         return Verdict(
             None,
-            ambiguous=ambiguous_now or not throttled,
+            ambiguous=not throttled,
             throttled=throttled,
             retry_after_s=parse_retry_after(exchange.retry_after, now=now),
         )
-    return Verdict(Outcome.FAILED, ambiguous=ambiguous_now, detail=f"unexpected HTTP {status}")
+    return Verdict(Outcome.FAILED, detail=f"unexpected HTTP {status}")
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

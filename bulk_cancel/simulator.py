@@ -559,7 +559,7 @@ class _Simulator:
         return self._drop(request)
 
     def _drop(self, request: web.BaseRequest) -> web.Response:
-        """Close the connection without an answer; the client sees ``ServerDisconnectedError``.
+        """Close the connection without an answer; the client sees the connection close.
 
         A plain close (FIN, not RST) with no byte of a response written. The response returned
         here is never sent: aiohttp's ``finish_response`` fails to write it to the closing

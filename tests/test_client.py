@@ -1,18 +1,21 @@
-"""The aiohttp client against a real aiohttp server on 127.0.0.1 (no mocks)."""
+"""The HTTP client against real servers on 127.0.0.1: an aiohttp app, and raw sockets for odd answers."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+import trustme
 from aiohttp import web
 from conftest import API_KEY
 
-from bulk_cancel.client import CancelClient, ClientSettings, segment, target_path
+from bulk_cancel.client import CancelClient, ClientSettings, Exchange, segment, target_path
 from bulk_cancel.model import Kind, Target
 
 HOSTILE = [
@@ -39,6 +42,9 @@ class Server:
     raw_paths: list[str] = field(default_factory=list)
     auth: list[str] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)
+    peers: list[object] = field(default_factory=list)
+    in_flight: int = 0
+    most_at_once: int = 0
 
 
 @pytest.fixture
@@ -47,6 +53,8 @@ async def server() -> AsyncIterator[Server]:
 
     async def handler(request: web.Request) -> web.StreamResponse:
         state.raw_paths.append(request.raw_path)
+        assert request.transport is not None
+        state.peers.append(request.transport.get_extra_info("peername"))
         state.auth.append(request.headers.get("Authorization", ""))
         last = unquote(request.raw_path.rsplit("/", 1)[-1])
         n = state.seen[last] = state.seen.get(last, 0) + 1
@@ -62,6 +70,11 @@ async def server() -> AsyncIterator[Server]:
             )
         if last == "slow":
             await asyncio.sleep(5)
+        if last.startswith("par-"):
+            state.in_flight += 1
+            state.most_at_once = max(state.most_at_once, state.in_flight)
+            await asyncio.sleep(0.01)
+            state.in_flight -= 1
         if last == "throttled":
             return web.json_response(
                 {"code": 0, "message": "slow down"}, status=429, headers={"Retry-After": "2"}
@@ -136,16 +149,49 @@ async def test_sends_the_key_as_bearer_and_never_echoes_it(server: Server) -> No
     assert (ex.status, ex.code, ex.error_id, ex.message) == (404, 1300, "e-1", "Message not found.")
 
 
-async def test_silent_resend_is_detected(server: Server) -> None:
-    """aiohttp's automatic re-send of a DELETE on a dropped keep-alive connection is flagged."""
+async def test_a_dropped_answer_is_lost_and_never_resent(server: Server) -> None:
+    """A connection dropped before the answer comes back as a lost answer; nothing is sent twice.
+
+    (aiohttp re-sent an idempotent request by itself here, so the API could see a DELETE twice.)
+    """
     async with client(server) as c:
-        first = await c.cancel(
-            Target(subaccount="sub_1", id="warm-up")
-        )  # makes a keep-alive connection
+        first = await c.cancel(Target(subaccount="sub_1", id="warm-up"))  # a keep-alive connection
+        lost = await c.cancel(Target(subaccount="sub_1", id="drop-first"))
         again = await c.cancel(Target(subaccount="sub_1", id="drop-first"))
-    assert not first.resent
-    assert server.seen["drop-first"] == 2  # the server saw the DELETE twice
-    assert again.resent and again.status == 200 and again.cancelled_count == 0
+    assert first.cancelled_count == 1
+    assert lost.status is None and lost.request_sent
+    assert lost.transport_error == "connection closed before the answer"
+    assert again.status == 200  # the next request took a fresh connection
+    assert server.seen["drop-first"] == 2  # once per cancel() call, never more
+
+
+async def test_keep_alive_connections_are_reused(server: Server) -> None:
+    """Sequential requests share one connection; the pool never opens more than its limit."""
+    async with client(server) as c:
+        for i in range(20):
+            await c.cancel(Target(subaccount="sub_1", id=f"seq-{i}"))
+    assert len(set(server.peers)) == 1
+    server.peers.clear()
+    async with CancelClient(ClientSettings(base_url=server.url, max_connections=3), API_KEY) as c:
+        answers = await asyncio.gather(
+            *(c.cancel(Target(subaccount="sub_1", id=f"par-{i}")) for i in range(30))
+        )
+    assert all(a.cancelled_count == 1 for a in answers)
+    assert server.most_at_once <= 3 and len(set(server.peers)) <= 3
+
+
+async def test_a_request_abandoned_mid_flight_never_lends_its_connection(server: Server) -> None:
+    """Cancelled while awaiting its answer (Ctrl-C), a request's connection is dropped, not reused:
+    its late answer must never be read as the next request's."""
+    async with client(server) as c:
+        slow = asyncio.create_task(c.cancel(Target(subaccount="sub_1", id="slow")))
+        await asyncio.sleep(0.2)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        after = await c.cancel(Target(subaccount="sub_1", id="after"))
+    assert after.cancelled_count == 1
+    assert len(set(server.peers)) == 2  # a fresh connection for the next request
 
 
 async def test_html_error_bodies_are_not_trusted(server: Server) -> None:
@@ -187,8 +233,8 @@ async def test_refused_connection_was_never_sent() -> None:
     assert ex.status is None and not ex.request_sent
 
 
-async def test_ready_is_awaited_once_per_send_before_the_request_leaves(server: Server) -> None:
-    """The rate slot (*ready*) is taken for every send, aiohttp's silent re-send included."""
+async def test_ready_is_awaited_once_per_request_before_it_leaves(server: Server) -> None:
+    """The rate slot (*ready*) is taken once per request, before a byte of it leaves."""
     order: list[str] = []
 
     async def ready() -> None:
@@ -197,14 +243,10 @@ async def test_ready_is_awaited_once_per_send_before_the_request_leaves(server: 
 
     async with client(server) as c:
         await c.cancel(Target(subaccount="sub_1", id="warm-up"), ready)
-        again = await c.cancel(Target(subaccount="sub_1", id="drop-first"), ready)
-    assert again.resent
-    assert order == [
-        "ready, server has seen 0",
-        "ready, server has seen 1",
-        "ready, server has seen 2",  # the re-send of drop-first waited for a slot of its own
-    ]
-    assert len(server.raw_paths) == 3
+        lost = await c.cancel(Target(subaccount="sub_1", id="drop-first"), ready)
+    assert lost.transport_error is not None
+    assert order == ["ready, server has seen 0", "ready, server has seen 1"]
+    assert len(server.raw_paths) == 2
 
 
 async def test_no_slot_is_spent_when_no_connection_can_be_made() -> None:
@@ -234,7 +276,7 @@ async def test_a_long_wait_for_the_slot_is_not_a_timeout(server: Server) -> None
     assert ex.status == 404 and ex.transport_error is None
 
 
-async def test_a_connection_closed_while_waiting_for_the_slot_is_replaced_not_resent() -> None:
+async def test_a_connection_closed_while_waiting_for_the_slot_is_replaced() -> None:
     """A server closing idle connections during a long wait for the slot causes no re-send."""
     seen: list[str] = []
 
@@ -260,6 +302,151 @@ async def test_a_connection_closed_while_waiting_for_the_slot_is_replaced_not_re
             second = await c.cancel(Target(subaccount="sub_1", id="b"), paused)
     finally:
         await runner.cleanup()
-    assert (first.cancelled_count, second.cancelled_count) == (1, 1)
-    assert not second.resent  # not flagged as possibly sent twice
+    assert (first.cancelled_count, second.cancelled_count) == (1, 1)  # not a lost answer
     assert len(seen) == 2
+
+
+async def raw_answer(answer: bytes, *, close: bool = True) -> tuple[Exchange, list[bytes]]:
+    """One cancel against a socket server that reads a request and writes *answer*, byte for byte."""
+    received: list[bytes] = []
+    handled = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            received.append(await reader.readuntil(b"\r\n\r\n"))
+            for i in range(0, len(answer), 7):  # in small pieces: the parser must join them
+                writer.write(answer[i : i + 7])
+                await writer.drain()
+            if not close:
+                await reader.read()  # stall until the client gives up and hangs up
+        finally:
+            writer.close()
+            handled.set()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        settings = ClientSettings(base_url=f"http://127.0.0.1:{port}", timeout_s=0.3)
+        async with CancelClient(settings, API_KEY) as c:
+            ex = await c.cancel(Target(subaccount="sub_1", id="u-1"))
+        await asyncio.wait_for(handled.wait(), 5)
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    return ex, received
+
+
+async def test_the_request_is_one_plain_http11_delete() -> None:
+    """Request line, Host, the key as Bearer, JSON accepted; nothing else."""
+    _, received = await raw_answer(
+        b'HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{"cancelledCount":1}'
+    )
+    lines = received[0].decode("ascii").split("\r\n")
+    port = lines[1].rsplit(":", 1)[1]
+    assert lines[:5] == [
+        "DELETE /api/v1/subaccounts/sub_1/messages/u-1 HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        f"Authorization: Bearer {API_KEY}",
+        "Accept: application/json",
+        "User-Agent: bulk-cancel",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "count"),
+    [
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"c\r\n{\"cancelledC\r\n8\r\nount\":1}\r\n0\r\n\r\n", 1),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"cancelledCount\":0}", 0),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 20\r\n\r\n{\"cancelledCount\":1}", 1),
+        (b"HTTP/1.1 100 Continue\r\n\r\n"
+         b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{\"cancelledCount\":1}", 1),
+    ],
+    ids=["chunked", "until-close", "http-1.0", "interim-100"],
+)  # fmt: skip
+async def test_every_way_of_framing_an_answer_is_read(answer: bytes, count: int) -> None:
+    ex, _ = await raw_answer(answer)
+    assert (ex.status, ex.cancelled_count, ex.transport_error) == (200, count, None)
+
+
+@pytest.mark.parametrize(
+    ("answer", "close", "error"),
+    [
+        (b"SSH-2.0-OpenSSH_9.6\r\n", True, "malformed HTTP answer"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{\"cance", True,
+         "connection closed before the answer"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{\"cance", False, "timeout"),
+        (b"", True, "connection closed before the answer"),
+    ],
+    ids=["not-http", "cut-short", "stalls", "closed"],
+)  # fmt: skip
+async def test_a_broken_answer_is_a_lost_answer(answer: bytes, close: bool, error: str) -> None:
+    """Garbage, a body cut short, a stall mid-body or a silent close: no status, may have applied."""
+    ex, _ = await raw_answer(answer, close=close)
+    assert ex.status is None and ex.request_sent
+    assert ex.transport_error is not None and ex.transport_error.startswith(error)
+
+
+def test_a_key_that_would_break_the_header_is_refused_without_showing_it() -> None:
+    """A pasted line break in the key could add headers: refused, and the key is not in the error."""
+    for key in ("abc\r\nX-Injected: 1", "k\x00ey", "ключ"):
+        with pytest.raises(ValueError, match="API key") as info:
+            CancelClient(ClientSettings(base_url="http://127.0.0.1:9"), key)
+        assert key not in str(info.value)
+
+
+async def tls_server(cert: trustme.LeafCert) -> tuple[asyncio.Server, int]:
+    """A TLS socket server presenting *cert*, answering each request with one cancelled count."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{"cancelledCount":1}')
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the client refused our certificate and hung up
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    return srv, srv.sockets[0].getsockname()[1]
+
+
+async def test_https_verifies_the_certificate_and_the_host_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A certificate from a trusted CA for the host is accepted; for another host it is refused."""
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))  # the system's trust store, for this test
+    for names, ok in ((["localhost"], True), (["api.example.com"], False)):
+        srv, port = await tls_server(ca.issue_cert(*names))
+        try:
+            settings = ClientSettings(base_url=f"https://localhost:{port}", connect_timeout_s=2)
+            async with CancelClient(settings, API_KEY) as c:
+                ex = await c.cancel(Target(subaccount="sub_1", id="u-1"))
+        finally:
+            srv.close()
+            await srv.wait_closed()
+        if ok:
+            assert (ex.status, ex.cancelled_count) == (200, 1)
+        else:
+            assert ex.status is None and not ex.request_sent  # the key never left
+            assert ex.transport_error is not None and "TLS certificate refused" in ex.transport_error
+
+
+async def test_https_refuses_an_untrusted_certificate(tmp_path: Path) -> None:
+    """A certificate no trusted CA signed is refused before the request (and its key) is written."""
+    srv, port = await tls_server(trustme.CA().issue_cert("localhost"))
+    try:
+        settings = ClientSettings(base_url=f"https://localhost:{port}", connect_timeout_s=2)
+        async with CancelClient(settings, API_KEY) as c:
+            ex = await c.cancel(Target(subaccount="sub_1", id="u-1"))
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    assert ex.status is None and not ex.request_sent
+    assert ex.transport_error is not None and "TLS certificate refused" in ex.transport_error

@@ -136,6 +136,19 @@ def test_rejected_key_stops_at_once_with_exit_3(tmp_path: Path) -> None:
     assert counts["auth_failed"] == sent and counts["not_attempted"] == 3000 - sent
 
 
+def test_a_key_with_a_line_break_is_refused_before_any_request(tmp_path: Path) -> None:
+    """A pasted key with a line break could add headers: one line, exit 2, nothing sent, key unseen."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(5)])
+    with simulator() as sim:
+        ran = bulk_cancel(
+            *run_args(src, tmp_path / "r.csv", sim.url), key="secret-part\r\nX-Evil: 1"
+        )
+        assert sim.state()["requests"] == 0
+    assert ran.code == 2
+    assert "EIGHTX8_API_KEY holds a line break" in ran.stderr
+    assert "secret-part" not in ran.stderr and "Traceback" not in ran.stderr
+
+
 def test_rejected_subaccount_exits_3(tmp_path: Path) -> None:
     """Code 1001 stops that subaccount: exit 3, its rows subaccount_rejected or not_attempted."""
     src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(200)])

@@ -61,7 +61,8 @@ def test_transient_statuses_are_retried(status: int) -> None:
 def test_unreachable_host_is_not_ambiguous() -> None:
     """A connection that was never made cannot have cancelled anything; a timeout might have."""
     assert not judge(
-        Exchange(transport_error="ClientConnectorError", request_sent=False), was_ambiguous=False
+        Exchange(transport_error="cannot connect: ConnectionRefusedError", request_sent=False),
+        was_ambiguous=False,
     ).ambiguous
     assert judge(Exchange(transport_error="timeout"), was_ambiguous=False).ambiguous
 
