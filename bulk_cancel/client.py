@@ -316,6 +316,7 @@ class _Pool:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._addresses: list[tuple[int, Any]] = []
         self._addresses_until = 0.0
+        self._resolving = asyncio.Lock()  # one lookup at a time: the pool opens many at once
 
     async def acquire(self) -> _Connection:
         """A connection ready for one request: an idle one, a new one, or the next one freed."""
@@ -373,13 +374,14 @@ class _Pool:
         return conn
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
-        now = loop.time()
-        if now >= self._addresses_until:
-            infos = await loop.getaddrinfo(
-                self._host, self._port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-            )
-            self._addresses = [(family, address) for family, _, _, _, address in infos]
-            self._addresses_until = now + _DNS_TTL_S
+        if loop.time() >= self._addresses_until:
+            async with self._resolving:
+                if loop.time() >= self._addresses_until:  # not already done while we waited
+                    infos = await loop.getaddrinfo(
+                        self._host, self._port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+                    )
+                    self._addresses = [(family, address) for family, _, _, _, address in infos]
+                    self._addresses_until = loop.time() + _DNS_TTL_S
         error: OSError = OSError(f"{self._host} has no address")
         for family, address in self._addresses:
             try:

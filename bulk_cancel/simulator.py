@@ -314,6 +314,9 @@ class SimulatorState:
 
     requests: int = 0
     """API requests, stray ones included; ``/_sim/`` admin requests are not counted."""
+    first_request_at: float | None = None
+    last_request_at: float | None = None
+    """Wall-clock times (``time.time()``) of the first and the latest API request's arrival."""
     by_status: dict[int, int] = field(default_factory=dict)
     """Answers sent, by HTTP status (dropped connections are in ``faults``)."""
     faults: dict[str, int] = field(default_factory=dict)
@@ -388,6 +391,8 @@ class SimulatorState:
         """A JSON-serialisable copy; *include_ids* adds the cancelled ids and per-id counts."""
         snap: dict[str, Any] = {
             "requests": self.requests,
+            "first_request_at": self.first_request_at,
+            "last_request_at": self.last_request_at,
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "faults": dict(sorted(self.faults.items())),
             "throttled": self.throttled,
@@ -501,6 +506,9 @@ class _Simulator:
                 return admin
         state = self.state
         state.requests += 1
+        state.last_request_at = arrived = time.time()
+        if state.first_request_at is None:
+            state.first_request_at = arrived
         route = _parse_route(raw_path) if method == "DELETE" else None
         if route is None:
             state.stray += 1

@@ -435,7 +435,9 @@ async def test_https_verifies_the_certificate_and_the_host_name(
             assert (ex.status, ex.cancelled_count) == (200, 1)
         else:
             assert ex.status is None and not ex.request_sent  # the key never left
-            assert ex.transport_error is not None and "TLS certificate refused" in ex.transport_error
+            assert (
+                ex.transport_error is not None and "TLS certificate refused" in ex.transport_error
+            )
 
 
 async def test_https_refuses_an_untrusted_certificate(tmp_path: Path) -> None:
