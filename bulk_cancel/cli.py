@@ -1,8 +1,8 @@
 """The ``bulk-cancel`` command: argv and environment in, an exit code out.
 
 The only module that reads argv and the environment, configures logging, starts the event loop
-and exits. Everything else lives in the library; heavy imports (pandas, pyarrow, aiohttp) happen
-inside the commands so that ``--help`` stays quick.
+and exits. Everything else lives in the library; heavy imports (pandas, pyarrow, the HTTP
+client) happen inside the commands so that ``--help`` stays quick.
 """
 
 from __future__ import annotations

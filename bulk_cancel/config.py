@@ -16,7 +16,7 @@ key are each a :class:`~bulk_cancel.errors.ConfigError` naming the file and the 
 never fall back to a default silently. The API key is never a setting: it comes from
 ``EIGHTX8_API_KEY`` only. Relative paths in a file are read from that file's own folder.
 
-Importing this module is cheap (no aiohttp, no pandas): ``bulk-cancel --help`` builds its flags
+Importing this module is cheap (no HTTP client, no pandas): ``bulk-cancel --help`` builds its flags
 from it.
 """
 
