@@ -209,4 +209,3 @@ async def test_automatic_concurrency_lane_finishes(ledger_path: Path) -> None:
     await asyncio.wait_for(pipeline.run(), 30)
     assert ledger.counts() == {"cancelled": 300}
     ledger.close()
-
