@@ -12,9 +12,11 @@ Only conditions that make the whole run pointless raise; a failure for one umid 
     │   ├── ConfigError             a setting, config file or job file is wrong
     │   └── LedgerError             the ledger refuses (exists already, different input, locked),
     │                               or the job's lock is held by another run
-    ├── CredentialsRejected         exit 3: the API refused the key (401/403) or the subaccount (1001)
     └── Interrupted                 exit 130 / 143: SIGINT or SIGTERM before anything was sent
                                     (reading the input, or at the confirmation prompt)
+
+A refused key or subaccount (exit 3) is not an exception: the run stops itself, still writes one
+row per umid and its summary, and the exit code comes from the summary's counts.
 """
 
 from __future__ import annotations
@@ -63,12 +65,6 @@ class ConfigError(UsageError):
 
 class LedgerError(UsageError):
     """The run ledger refuses this run (exists already, other input, locked by another run)."""
-
-
-class CredentialsRejected(BulkCancelError):
-    """The API refused the key or the subaccount; sending more would be futile."""
-
-    exit_code = ExitCode.REJECTED
 
 
 class Interrupted(BulkCancelError):
