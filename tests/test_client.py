@@ -452,3 +452,28 @@ async def test_https_refuses_an_untrusted_certificate(tmp_path: Path) -> None:
         await srv.wait_closed()
     assert ex.status is None and not ex.request_sent
     assert ex.transport_error is not None and "TLS certificate refused" in ex.transport_error
+
+
+def test_https_under_uvloop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The same TLS checks on uvloop, whose TLS code is its own and which `bulk-cancel run` uses."""
+    uvloop = pytest.importorskip("uvloop")
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+
+    async def one(names: list[str]) -> Exchange:
+        srv, port = await tls_server(ca.issue_cert(*names))
+        try:
+            settings = ClientSettings(base_url=f"https://localhost:{port}", connect_timeout_s=2)
+            async with CancelClient(settings, API_KEY) as c:
+                return await c.cancel(Target(subaccount="sub_1", id="u-1"))
+        finally:
+            srv.close()
+            await srv.wait_closed()
+
+    good = uvloop.run(one(["localhost"]))
+    assert (good.status, good.cancelled_count) == (200, 1)
+    bad = uvloop.run(one(["api.example.com"]))
+    assert bad.status is None and not bad.request_sent
+    assert bad.transport_error is not None and "TLS certificate refused" in bad.transport_error
