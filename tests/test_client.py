@@ -395,8 +395,18 @@ def test_a_key_that_would_break_the_header_is_refused_without_showing_it() -> No
         assert key not in str(info.value)
 
 
-async def tls_server(cert: trustme.LeafCert) -> tuple[asyncio.Server, int]:
-    """A TLS socket server presenting *cert*, answering each request with one cancelled count."""
+@pytest.fixture
+def trusted_ca(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> trustme.CA:
+    """A local CA the client trusts as if it were in the system's store, for one test."""
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))  # what ssl.create_default_context() loads
+    return ca
+
+
+async def cancel_over_tls(cert: trustme.LeafCert) -> Exchange:
+    """One cancel against a TLS server on 127.0.0.1 that presents *cert*, reached as localhost."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
 
@@ -411,69 +421,36 @@ async def tls_server(cert: trustme.LeafCert) -> tuple[asyncio.Server, int]:
             writer.close()
 
     srv = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
-    return srv, srv.sockets[0].getsockname()[1]
-
-
-async def test_https_verifies_the_certificate_and_the_host_name(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """A certificate from a trusted CA for the host is accepted; for another host it is refused."""
-    ca = trustme.CA()
-    bundle = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))  # the system's trust store, for this test
-    for names, ok in ((["localhost"], True), (["api.example.com"], False)):
-        srv, port = await tls_server(ca.issue_cert(*names))
-        try:
-            settings = ClientSettings(base_url=f"https://localhost:{port}", connect_timeout_s=2)
-            async with CancelClient(settings, API_KEY) as c:
-                ex = await c.cancel(Target(subaccount="sub_1", id="u-1"))
-        finally:
-            srv.close()
-            await srv.wait_closed()
-        if ok:
-            assert (ex.status, ex.cancelled_count) == (200, 1)
-        else:
-            assert ex.status is None and not ex.request_sent  # the key never left
-            assert (
-                ex.transport_error is not None and "TLS certificate refused" in ex.transport_error
-            )
-
-
-async def test_https_refuses_an_untrusted_certificate(tmp_path: Path) -> None:
-    """A certificate no trusted CA signed is refused before the request (and its key) is written."""
-    srv, port = await tls_server(trustme.CA().issue_cert("localhost"))
+    port = srv.sockets[0].getsockname()[1]
     try:
         settings = ClientSettings(base_url=f"https://localhost:{port}", connect_timeout_s=2)
         async with CancelClient(settings, API_KEY) as c:
-            ex = await c.cancel(Target(subaccount="sub_1", id="u-1"))
+            return await c.cancel(Target(subaccount="sub_1", id="u-1"))
     finally:
         srv.close()
         await srv.wait_closed()
-    assert ex.status is None and not ex.request_sent
+
+
+def assert_refused_before_sending(ex: Exchange) -> None:
+    assert ex.status is None and not ex.request_sent  # the request, and its key, never left
     assert ex.transport_error is not None and "TLS certificate refused" in ex.transport_error
 
 
-def test_https_under_uvloop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The same TLS checks on uvloop, whose TLS code is its own and which `bulk-cancel run` uses."""
+async def test_https_verifies_the_certificate_and_the_host_name(trusted_ca: trustme.CA) -> None:
+    """A certificate from a trusted CA for the host is accepted; for another host it is refused."""
+    ok = await cancel_over_tls(trusted_ca.issue_cert("localhost"))
+    assert (ok.status, ok.cancelled_count) == (200, 1)
+    assert_refused_before_sending(await cancel_over_tls(trusted_ca.issue_cert("api.example.com")))
+
+
+async def test_https_refuses_an_untrusted_certificate() -> None:
+    """A certificate no trusted CA signed is refused before the request (and its key) is written."""
+    assert_refused_before_sending(await cancel_over_tls(trustme.CA().issue_cert("localhost")))
+
+
+def test_https_under_uvloop(trusted_ca: trustme.CA) -> None:
+    """The same checks on uvloop, whose TLS code is its own and which `bulk-cancel run` uses."""
     uvloop = pytest.importorskip("uvloop")
-    ca = trustme.CA()
-    bundle = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-
-    async def one(names: list[str]) -> Exchange:
-        srv, port = await tls_server(ca.issue_cert(*names))
-        try:
-            settings = ClientSettings(base_url=f"https://localhost:{port}", connect_timeout_s=2)
-            async with CancelClient(settings, API_KEY) as c:
-                return await c.cancel(Target(subaccount="sub_1", id="u-1"))
-        finally:
-            srv.close()
-            await srv.wait_closed()
-
-    good = uvloop.run(one(["localhost"]))
-    assert (good.status, good.cancelled_count) == (200, 1)
-    bad = uvloop.run(one(["api.example.com"]))
-    assert bad.status is None and not bad.request_sent
-    assert bad.transport_error is not None and "TLS certificate refused" in bad.transport_error
+    ok = uvloop.run(cancel_over_tls(trusted_ca.issue_cert("localhost")))
+    assert (ok.status, ok.cancelled_count) == (200, 1)
+    assert_refused_before_sending(uvloop.run(cancel_over_tls(trusted_ca.issue_cert("example.org"))))
