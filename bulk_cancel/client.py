@@ -368,6 +368,9 @@ class _Pool:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 conn = await self._connect(loop)
+        except BaseException:
+            self._wake_one()  # its place is free again: a request waiting for one may open it
+            raise
         finally:
             self._all.discard(placeholder)
         self._all.add(conn)

@@ -233,6 +233,21 @@ async def test_refused_connection_was_never_sent() -> None:
     assert ex.status is None and not ex.request_sent
 
 
+async def test_a_failed_connect_frees_its_place_for_those_waiting() -> None:
+    """With the pool full of connects that fail, requests waiting for a place get one, and fail
+    fast too, rather than waiting for a release that never comes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connections are refused
+        settings = ClientSettings(base_url=f"http://127.0.0.1:{port}", max_connections=1)
+        async with CancelClient(settings, API_KEY) as c:
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(c.cancel(Target(subaccount="s", id=f"u{i}")) for i in range(3))),
+                5,
+            )
+    assert all(a.status is None and not a.request_sent for a in answers)
+
+
 async def test_ready_is_awaited_once_per_request_before_it_leaves(server: Server) -> None:
     """The rate slot (*ready*) is taken once per request, before a byte of it leaves."""
     order: list[str] = []
