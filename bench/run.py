@@ -278,7 +278,7 @@ def _paced_run(
     n = int(summary["unique"])
     # The simulator stamps each arrival itself: exact, where polling its counter every 50 ms
     # added up to 50 ms to the send phase (0.5 % of a 10 s run).
-    last = state.get("last_request_at")
+    last = state["last_request_at"]
     t10, t90 = _time_reaching(ran.samples, n // 10), _time_reaching(ran.samples, n * 9 // 10)
     if start is None or last is None or t10 is None or t90 is None:
         raise RuntimeError(f"{name}: could not time the send phase (log events or samples missing)")

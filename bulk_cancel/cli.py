@@ -232,6 +232,7 @@ def _settings_from_args(ns: argparse.Namespace) -> Any:
 
 
 def _api_key() -> str:
+    from .client import header_safe
     from .settings import API_KEY_ENV
 
     key = os.environ.get(API_KEY_ENV, "").strip()
@@ -239,8 +240,7 @@ def _api_key() -> str:
         raise ConfigError(
             f"no API key: export {API_KEY_ENV}=<your key from the 8x8 Connect portal>"
         )
-    if not (key.isascii() and key.isprintable()):
-        # It goes into the Authorization header: a pasted line break would add headers.
+    if not header_safe(key):  # the client's own rule, checked before any file is written
         raise ConfigError(
             f"{API_KEY_ENV} holds a line break, control or non-ASCII character; "
             "set it to the key alone"

@@ -55,6 +55,11 @@ _PLAIN_SEGMENT: Final = re.compile(r"[A-Za-z0-9_~-]+")
 _HEADER_VALUE: Final = re.compile(r"[\x20-\x7e]+")
 
 
+def header_safe(value: str) -> bool:
+    """Whether *value* can go into a request header as it is (a line break would add headers)."""
+    return _HEADER_VALUE.fullmatch(value) is not None
+
+
 def segment(value: str) -> str:
     """Percent-encode *value* as a single URL path segment: ``/``, ``..``, ``?``, ``#`` cannot escape.
 
@@ -161,7 +166,6 @@ class _Connection(asyncio.Protocol):
         self._retry_after: str | None = None
         self._headers_done = False
         self._framed = False  # the answer says where its body ends (length or chunked)
-        self.closed = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -184,7 +188,6 @@ class _Connection(asyncio.Protocol):
         return False  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         if self._waiter is None:
             return
         if self._headers_done and not self._framed:
@@ -224,7 +227,7 @@ class _Connection(asyncio.Protocol):
     def usable(self) -> bool:
         """Open, idle and not closing: a request written now would reach the server."""
         t = self._transport
-        return not self.closed and t is not None and not t.is_closing()
+        return t is not None and not t.is_closing()
 
     def send(self, request: bytes, timeout_s: float) -> asyncio.Future[_Answer]:
         """Write *request* and return the future of its answer."""
@@ -238,13 +241,11 @@ class _Connection(asyncio.Protocol):
         return waiter
 
     def close(self) -> None:
-        self.closed = True
         if self._transport is not None:
             self._transport.close()
 
     def abort(self) -> None:
         """Drop the connection now (an abandoned request: its answer must never be read)."""
-        self.closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -266,8 +267,7 @@ class _Connection(asyncio.Protocol):
             return
         quiet = self._loop.time() - self._last_data
         if quiet >= self._timeout_s:
-            self._fail(TimeoutError())
-            self.abort()
+            self._fail(TimeoutError())  # and closes the connection: the answer may still come
         else:
             self._timer = self._loop.call_at(self._last_data + self._timeout_s, self._check_silence)
 
@@ -313,6 +313,7 @@ class _Pool:
         self._connect_timeout_s = connect_timeout_s
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
+        self._opening = 0  # connections being opened: they count against the limit too
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._addresses: list[tuple[int, Any]] = []
         self._addresses_until = 0.0
@@ -326,7 +327,7 @@ class _Pool:
                 if conn.usable:
                     return conn
                 self._all.discard(conn)
-            if len(self._all) < self._limit:
+            if len(self._all) + self._opening < self._limit:
                 return await self._open()
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -363,8 +364,7 @@ class _Pool:
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        placeholder = _Connection(loop)  # holds the place under the limit while connecting
-        self._all.add(placeholder)
+        self._opening += 1
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 conn = await self._connect(loop)
@@ -372,7 +372,7 @@ class _Pool:
             self._wake_one()  # its place is free again: a request waiting for one may open it
             raise
         finally:
-            self._all.discard(placeholder)
+            self._opening -= 1
         self._all.add(conn)
         return conn
 
@@ -408,10 +408,10 @@ class CancelClient:
     """HTTP/1.1 keep-alive connections to one base URL, with one key. An async context manager."""
 
     def __init__(self, settings: ClientSettings, api_key: str) -> None:
-        if not _HEADER_VALUE.fullmatch(api_key):
+        if not header_safe(api_key):
             # Never name the key: only that it cannot go into a header as it is.
             raise ValueError("the API key holds characters that cannot be sent in an HTTP header")
-        if not _HEADER_VALUE.fullmatch(settings.user_agent):
+        if not header_safe(settings.user_agent):
             raise ValueError("the user agent holds characters that cannot be sent in a header")
         parts = urlsplit(settings.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:

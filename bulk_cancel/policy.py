@@ -69,17 +69,16 @@ def judge(exchange: Exchange, *, was_ambiguous: bool, now: float | None = None) 
         # No answer: a connection that was never made cannot have applied the DELETE.
         return Verdict(None, ambiguous=exchange.request_sent, detail=exchange.transport_error)
     status, code = exchange.status, exchange.code
-    earlier = was_ambiguous
     if status == 200:
         if not exchange.body_ok:
             return Verdict(None, ambiguous=True, detail="unreadable 200 body")
         if exchange.cancelled_count:
             return Verdict(Outcome.CANCELLED)
-        return Verdict(Outcome.UNCONFIRMED if earlier else Outcome.NOT_CANCELLABLE)
+        return Verdict(Outcome.UNCONFIRMED if was_ambiguous else Outcome.NOT_CANCELLABLE)
     if code == 1001:
         return Verdict(Outcome.SUBACCOUNT_REJECTED, stop=Stop.SUBACCOUNT)
     if code == 1300 or (status == 404 and code is None):
-        return Verdict(Outcome.UNCONFIRMED if earlier else Outcome.NOT_FOUND)
+        return Verdict(Outcome.UNCONFIRMED if was_ambiguous else Outcome.NOT_FOUND)
     if code == 1000 or (status == 400 and code is None):
         return Verdict(Outcome.INVALID_UMID)
     if status in (401, 403) or code in (1200, 1201):

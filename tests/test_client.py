@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
@@ -107,6 +107,13 @@ async def server() -> AsyncIterator[Server]:
     await runner.cleanup()
 
 
+async def until(condition: Callable[[], bool], within_s: float = 5.0) -> None:
+    """Wait, a loop turn at a time, until *condition* holds; fail after *within_s*."""
+    async with asyncio.timeout(within_s):
+        while not condition():  # noqa: ASYNC110 - socket and server states have no event to await
+            await asyncio.sleep(0.005)
+
+
 def client(server: Server, **kw: float) -> CancelClient:
     return CancelClient(ClientSettings(base_url=server.url, **kw), API_KEY)  # type: ignore[arg-type]
 
@@ -185,7 +192,7 @@ async def test_a_request_abandoned_mid_flight_never_lends_its_connection(server:
     its late answer must never be read as the next request's."""
     async with client(server) as c:
         slow = asyncio.create_task(c.cancel(Target(subaccount="sub_1", id="slow")))
-        await asyncio.sleep(0.2)
+        await until(lambda: "slow" in server.seen)  # the request is out, its answer pending
         slow.cancel()
         with pytest.raises(asyncio.CancelledError):
             await slow
@@ -308,7 +315,12 @@ async def test_a_connection_closed_while_waiting_for_the_slot_is_replaced() -> N
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def paused() -> None:
-        await asyncio.sleep(0.4)  # the server drops the idle keep-alive connection meanwhile
+        # The slot comes only once the server has dropped the idle keep-alive connection, and
+        # our side has read its FIN.
+        await until(lambda: not runner.server.connections)  # type: ignore[union-attr]
+        pool = c._pool
+        assert pool is not None
+        await until(lambda: not any(conn.usable for conn in pool._all))
 
     try:
         async with CancelClient(ClientSettings(base_url=f"http://127.0.0.1:{port}"), API_KEY) as c:
