@@ -30,7 +30,7 @@ from aiolimiter import AsyncLimiter
 from .client import Canceller, Exchange
 from .ledger import Ledger, WorkItem
 from .model import Outcome, Result, Target
-from .policy import Concurrency, RateGate, RetryPolicy, Stop, Verdict, judge, pace
+from .policy import Concurrency, Flight, RateGate, RetryPolicy, Stop, Verdict, judge, pace
 
 #: Most subaccount lanes running at once (a file can name thousands of subaccounts).
 MAX_ACTIVE_LANES: Final = 16
@@ -95,22 +95,30 @@ class _Slot:
     """One worker's *ready* for the client: its subaccount's rate slot, then the per-IP cap.
 
     The client awaits it with the connection open, just before writing the request; it notes
-    when it let the request go, so the latency that sizes concurrency excludes the wait.
+    when it let the request go, so the latency that sizes concurrency excludes the wait, and
+    keeps the gate's :class:`~bulk_cancel.policy.Flight` until the answer lands.
     """
 
-    __slots__ = ("_clock", "_gate", "_ip", "at")
+    __slots__ = ("_clock", "_gate", "_ip", "at", "flight")
 
     def __init__(self, gate: RateGate, ip: AsyncLimiter | None, clock: Callable[[], float]) -> None:
         self._gate = gate
         self._ip = ip
         self._clock = clock
         self.at = 0.0
+        self.flight: Flight | None = None
 
     async def __call__(self) -> None:
-        await self._gate.acquire()
+        flight = self.flight = await self._gate.acquire()
         if self._ip is not None:
             await self._ip.acquire()
-        self.at = self._clock()
+        self.at = flight.sent = self._clock()
+
+    def land(self, exchange: Exchange) -> None:
+        """Tell the gate how the request it let out ended (if it let one out)."""
+        flight, self.flight = self.flight, None
+        if flight is not None:
+            self._gate.landed(flight, answered=exchange.status is not None)
 
 
 class _Stamp:
@@ -331,6 +339,7 @@ class Pipeline:
             await gate.settle()  # a Retry-After pause is waited out before taking a connection
             slot.at = self._clock()
             exchange = await self._canceller.cancel(target, slot)
+            slot.land(exchange)
             attempts += 1
             progress.requests += 1
             concurrency.observe(self._clock() - slot.at, gate.rate_per_s)

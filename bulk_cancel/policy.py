@@ -142,45 +142,76 @@ class RetryPolicy:
 Clock = Callable[[], float]
 
 
-#: How far apart in time two requests' arrivals may shift relative to their sending: the loop
-#: writes a request a moment after its slot, the network and the server's own loop add more.
-#: Measured on a busy two-core machine against the simulator: p99 7 ms, worst 13 ms. With 8 ms
-#: here a counting server saw 1,802 in one second now and then; with 12 ms, 1,794-1,802 over five
-#: runs; with 15 ms, 1,789-1,798 over three.
+#: How far apart in time two requests' arrivals may shift relative to their sending, for a
+#: limiter that cannot see answers (the per-IP cap): the loop writes a request a moment after its
+#: slot, the network and the server's own loop add more. Measured on a busy two-core machine
+#: against the simulator: p99 7 ms, worst 13 ms; with 8 ms a counting server saw 1,802 in one
+#: second now and then, with 15 ms 1,789-1,798.
 ARRIVAL_JITTER_S: Final = 0.015
 #: How far behind its slots a busy loop may fall and still catch up, a burst per turn. Measured
 #: at 1,800/s: 10 ms keeps a counting server at or under 1,800 in every second; 20 ms gained no
 #: rate and let 1,802 through, with one 429 in two runs; catching up 50 ms, 1,878.
 CATCH_UP_S: Final = 0.010
+#: The subaccount gate's steady pace, below its ceiling: room for the few milliseconds by which
+#: answers usually come back later than the fastest, which the gate counts as late arrivals.
+PACE_HEADROOM: Final = 0.005
+#: Added to the one-second window the gate keeps: the fastest round trip seen is an estimate (it
+#: may still fall) and the clock ticks, so a request's arrival may be a little later than assumed.
+WINDOW_MARGIN_S: Final = 0.002
+#: How long past its one-second window a request without an answer yet still counts as arriving
+#: "now": the longest delay on the way out that the gate protects against before answers tell.
+UNANSWERED_HOLD_S: Final = 0.1
 
 
-def pace(ceiling_per_s: float) -> tuple[float, int]:
+def pace(ceiling_per_s: float, allowance_s: float = ARRIVAL_JITTER_S) -> tuple[float, int]:
     """The steady rate and burst that keep every one-second window at or under *ceiling_per_s*.
 
-    The server counts arrivals, and arrivals shift by up to :data:`ARRIVAL_JITTER_S` against
-    sends: a server window of one second can hold what was sent in ``1 + jitter`` seconds. Slots
-    opening at *rate* with a *burst* let at most ``rate × span + burst`` through in a span
-    (shared MEASURED.md), so the rate is what keeps that under the ceiling, less one: 98.3 % of
-    the ceiling at 1,800/s.
+    The server counts arrivals, and arrivals shift by up to *allowance_s* against sends: a server
+    window of one second can hold what was sent in ``1 + allowance`` seconds. Slots opening at
+    *rate* with a *burst* let at most ``rate × span + burst`` through in a span (shared
+    MEASURED.md), so the rate is what keeps that under the ceiling, less one.
     """
     burst = max(1, min(50, round(ceiling_per_s * 0.0025)))
-    rate = (ceiling_per_s - 1 - burst) / (1 + ARRIVAL_JITTER_S)
+    rate = (ceiling_per_s - 1 - burst) / (1 + allowance_s)
     return max(1.0, rate), burst
+
+
+class Flight:
+    """One request let out by a :class:`RateGate`, until :meth:`RateGate.landed` hears of it."""
+
+    __slots__ = ("counted", "landed", "sent")
+
+    def __init__(self, sent: float) -> None:
+        self.sent = sent
+        self.landed = False
+        self.counted = True  # in the gate's unanswered count
 
 
 class RateGate:
     """Paces requests for one subaccount; shared by all of its workers.
 
-    Slots open at the rate :func:`pace` gives. Callers queue first come, first served; the one at
-    the head (the *leader*) sleeps until the next slot, takes it, lets out whoever else a late
-    wake-up finds due, a small *burst* at most, and hands the lead to the next in the queue, who
-    goes on in the loop's next turn. Callers that waited through a stall go out a burst per turn,
-    catching up (for :data:`CATCH_UP_S` at most), not all together. A server counting arrivals
-    sees a bunch as more than the limit, and the bunch comes back a second later when it leaves
-    the window (measured with one timer per caller instead: 1,830-1,887 counted in one second at a
-    1,784/s pace). A log of release times also holds at most ``ceiling - 1`` in any
-    ``1 + ARRIVAL_JITTER_S`` seconds, whatever happens (shared MEASURED.md: aiolimiter's bucket
-    starts full and lets a whole second's worth through at once).
+    Slots open at :func:`pace`'s rate (:data:`PACE_HEADROOM` under the ceiling). Callers queue
+    first come, first served; the one at the head (the *leader*) sleeps until the next slot,
+    takes it, lets out whoever else a late wake-up finds due, a small *burst* at most, and hands
+    the lead to the next in the queue, who goes on in the loop's next turn. Callers that waited
+    through a stall go out a burst per turn, catching up (for :data:`CATCH_UP_S` at most), not
+    all together (measured with one timer per caller instead: 1,830-1,887 counted in one second
+    at a 1,784/s pace).
+
+    **The window counts arrivals, as the server does.** The server counts requests when they
+    arrive, and a request can arrive late: a stall on the way out, or in the server's own loop,
+    delivers requests sent over 30 ms in one bunch, and the window of the second that follows
+    holds more than was sent in any one second. A fixed allowance for that costs rate on every
+    request and still fails when a stall is longer. Instead, the gate learns each request's
+    lateness from its answer: a request answered ``rtt`` after it left, when the fastest round
+    trip seen is ``min_rtt``, left ``rtt - min_rtt`` late at most, so it is counted as arriving
+    at ``answered - min_rtt`` (shifting every arrival by the same outbound time changes no
+    window's count). A request not yet answered counts as arriving now, for up to
+    :data:`UNANSWERED_HOLD_S` past its second. A slot opens only while fewer than ``ceiling``
+    requests fall in the last second (plus :data:`WINDOW_MARGIN_S`) so counted: whatever window
+    the server counts in, the last request sent into it was let out only after this count saw all
+    the others. The late ones are withheld in the second after a stall, when they show; a steady
+    stream pays nothing.
 
     On 429 the whole subaccount pauses for Retry-After and the rate halves (once per pause, not
     once per 429: many in-flight requests are refused together); it then grows back by a twentieth
@@ -195,7 +226,7 @@ class RateGate:
         floor_per_s: float = 1.0,
         recover_per_s: float | None = None,
     ) -> None:
-        rate, self.burst = pace(ceiling_per_s)
+        rate, self.burst = pace(ceiling_per_s, PACE_HEADROOM)
         self.target_per_s = max(min(floor_per_s, ceiling_per_s), rate)
         self.rate_per_s = self.target_per_s
         self._floor = min(floor_per_s, self.target_per_s)
@@ -205,14 +236,47 @@ class RateGate:
         self._paused_until = 0.0
         self._last_adjust = 0.0
         self.throttles = 0
-        self._waiters: deque[asyncio.Future[bool]] = deque()
+        self._waiters: deque[asyncio.Future[Flight | None]] = deque()
         self._leader = False
-        self._span = 1.0 + ARRIVAL_JITTER_S
+        self._span = 1.0 + WINDOW_MARGIN_S
         self._window_limit = max(1, math.ceil(ceiling_per_s) - 1)
-        self._released: deque[float] = deque()
+        self._flights: deque[Flight] = deque()  # in the order they left
+        self._unanswered = 0  # flights still counted as arriving now
+        # When answers came (a flight arrived by ``answered - min_rtt``, with the *current* fastest
+        # round trip: the first answers of a run are slow, and the estimate must not keep that).
+        self._answered: deque[float] = deque()
+        self._lost: deque[float] = deque()  # when a flight ended without an answer
+        self.min_rtt_s = math.inf
 
-    def _take(self, now: float, catch_up_s: float = 0.0) -> float:
-        """Take a slot at *now* if one is open (return 0), else return how long until one may be.
+    def _in_window(self, now: float) -> tuple[int, float]:
+        """How many requests count in the window ending *now*, and when the first leaves it."""
+        start = now - self._span
+        flights = self._flights
+        expired = start - UNANSWERED_HOLD_S
+        while flights and (flights[0].landed or flights[0].sent <= expired):
+            flight = flights.popleft()
+            if flight.counted:
+                flight.counted = False
+                self._unanswered -= 1
+        leaves = math.inf
+        answered = self._answered
+        if answered:
+            answered_by = start + self.min_rtt_s
+            while answered and answered[0] <= answered_by:
+                answered.popleft()
+            if answered:
+                leaves = answered[0] - answered_by
+        lost = self._lost
+        while lost and lost[0] <= start:
+            lost.popleft()
+        if lost:
+            leaves = min(leaves, lost[0] - start)
+        if flights:
+            leaves = min(leaves, flights[0].sent - expired)
+        return self._unanswered + len(answered) + len(lost), leaves
+
+    def _take(self, now: float, catch_up_s: float = 0.0) -> Flight | float:
+        """Take a slot at *now* if one is open, else return how long until one may be.
 
         Slots up to *catch_up_s* (at least a burst) in the past are still open; older ones are
         gone: nobody asked for them, or the loop stalled that long.
@@ -225,15 +289,31 @@ class RateGate:
             self._next = earliest
         if self._next > now:
             return self._next - now
-        log = self._released
-        span = self._span
-        while log and log[0] <= now - span:
-            log.popleft()
-        if len(log) >= self._window_limit:
-            return log[0] + span - now
-        log.append(now)
+        counted, leaves = self._in_window(now)
+        if counted >= self._window_limit:
+            # Only time frees a place, unless round trips outlast the window (an answer can then
+            # land before it): look again within 5 ms at the latest.
+            return min(leaves, 0.005)
+        flight = Flight(now)
+        self._flights.append(flight)
+        self._unanswered += 1
         self._next += interval
-        return 0.0
+        return flight
+
+    def landed(self, flight: Flight, *, answered: bool) -> None:
+        """*flight*'s exchange ended: with an answer (it arrived by ``now - min_rtt``) or without."""
+        if flight.landed:
+            return
+        flight.landed = True
+        if flight.counted:
+            flight.counted = False
+            self._unanswered -= 1
+        now = self._clock()
+        if answered:
+            self.min_rtt_s = min(self.min_rtt_s, now - flight.sent)
+            self._answered.append(now)
+        else:
+            self._lost.append(now)  # it may have arrived just now
 
     def _recover(self, now: float) -> None:
         if self.rate_per_s < self.target_per_s and now - self._last_adjust >= 1.0:
@@ -246,23 +326,29 @@ class RateGate:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def acquire(self) -> None:
-        """Wait for this subaccount's next slot."""
+    async def acquire(self) -> Flight:
+        """Wait for this subaccount's next slot; report the flight to :meth:`landed` when done."""
         now = self._clock()
         if not self._leader:
             self._recover(now)
-            if self._take(now) == 0.0:
-                return  # nobody queued and a slot is open
+            taken = self._take(now)
+            if isinstance(taken, Flight):
+                return taken  # nobody queued and a slot is open
         else:
-            waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[Flight | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                if await waiter:
-                    return  # let out by the leader
+                flight = await waiter
+                if flight is not None:
+                    return flight  # let out by the leader
             except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and not waiter.result():
-                    self._leader = False  # made leader, then cancelled: pass the lead on
-                    self._hand_over()
+                if waiter.done() and not waiter.cancelled():
+                    let_out = waiter.result()
+                    if let_out is None:
+                        self._leader = False  # made leader, then cancelled: pass the lead on
+                        self._hand_over()
+                    else:
+                        self.landed(let_out, answered=False)  # let out, then cancelled: unsent
                 elif not waiter.done():
                     with contextlib.suppress(ValueError):
                         self._waiters.remove(waiter)
@@ -274,23 +360,25 @@ class RateGate:
             while True:
                 now = self._clock()
                 self._recover(now)
-                wait = self._take(now, CATCH_UP_S)
-                if not wait:
+                taken = self._take(now, CATCH_UP_S)
+                if isinstance(taken, Flight):
                     break
-                await asyncio.sleep(wait)
+                await asyncio.sleep(taken)
             waiters = self._waiters
             room = self.burst - 1
             while waiters and room > 0:
                 if waiters[0].done():
                     waiters.popleft()
-                elif self._take(now, CATCH_UP_S) == 0.0:
-                    waiters.popleft().set_result(True)
-                    room -= 1
-                else:
+                    continue
+                other = self._take(now, CATCH_UP_S)
+                if not isinstance(other, Flight):
                     break
+                waiters.popleft().set_result(other)
+                room -= 1
         finally:
             self._leader = False
             self._hand_over()
+        return taken
 
     def _hand_over(self) -> None:
         """Make the first caller still waiting the leader."""
@@ -298,7 +386,7 @@ class RateGate:
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
-                waiter.set_result(False)
+                waiter.set_result(None)
                 self._leader = True  # taken: callers arriving meanwhile must queue behind it
                 return
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 from conftest import ScriptedCanceller, make_ledger, umids
 
-from bulk_cancel.client import Exchange
+from bulk_cancel.client import Exchange, Ready
 from bulk_cancel.ledger import Ledger
 from bulk_cancel.model import Target
 from bulk_cancel.pipeline import Pipeline, PipelineSettings, StopReason
-from bulk_cancel.policy import RetryPolicy
+from bulk_cancel.policy import RateGate, RetryPolicy
 
 FAST = RetryPolicy(max_attempts=4, max_elapsed_s=5, initial_backoff_s=0.001, max_backoff_s=0.01)
 OK = Exchange(status=200, cancelled_count=1)
@@ -208,4 +209,35 @@ async def test_automatic_concurrency_lane_finishes(ledger_path: Path) -> None:
     pipeline = Pipeline(ledger, fake, PipelineSettings(rate_per_s=1500, retry=FAST))
     await asyncio.wait_for(pipeline.run(), 30)
     assert ledger.counts() == {"cancelled": 300}
+    ledger.close()
+
+
+async def test_each_request_lands_on_its_gate(ledger_path: Path) -> None:
+    """The gate hears how every request it let out ended, answered or not, so its window counts
+    answered requests where they arrived and none stays counted as still on its way."""
+    ledger = make_ledger(ledger_path, [("sub_a", u) for u in umids(300)])
+    unanswered: list[int] = []
+    gates: list[RateGate] = []
+
+    class Watching(ScriptedCanceller):
+        async def cancel(self, target: Target, ready: Ready = None) -> Exchange:
+            exchange = await super().cancel(target, ready)
+            gate = ready._gate  # type: ignore[union-attr]
+            unanswered.append(gate._unanswered)
+            gates[:] = [gate]
+            await asyncio.sleep(0.001)
+            return exchange
+
+    # Every third first attempt loses its answer: it counts from then, not as still on its way.
+    calls = itertools.count()
+
+    def answer(target: Target, attempt: int) -> Exchange:
+        lost = attempt == 1 and next(calls) % 3 == 0
+        return Exchange(transport_error="timeout") if lost else OK
+
+    await run(ledger, Watching(answer))
+    assert len(unanswered) > 300
+    assert max(unanswered) <= 8  # at most the requests in flight; without landing, up to 400
+    assert gates[0]._unanswered == 0
+    assert 0.001 <= gates[0].min_rtt_s < 0.5
     ledger.close()

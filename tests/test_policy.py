@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import random
 import time
@@ -14,7 +15,10 @@ from bulk_cancel.client import Exchange
 from bulk_cancel.model import Outcome
 from bulk_cancel.policy import (
     CATCH_UP_S,
+    UNANSWERED_HOLD_S,
+    WINDOW_MARGIN_S,
     Concurrency,
+    Flight,
     RateGate,
     RetryPolicy,
     Stop,
@@ -116,32 +120,136 @@ class FakeClock:
         return self.now
 
 
-async def _acquire_all(gate: RateGate, clock: FakeClock, n: int) -> list[float]:
-    """Take n slots one after the other, advancing the fake clock by each wait."""
-    times: list[float] = []
-    while len(times) < n:
-        wait = gate._take(clock.now)
-        if wait:
-            clock.now += wait
-        else:
-            times.append(clock.now)
-    return times
+Stall = tuple[float, float]
 
 
-async def test_gate_never_exceeds_its_ceiling_in_any_second() -> None:
-    """Booked slots never put more than the ceiling into any one-second window."""
-    clock = FakeClock()
-    gate = RateGate(1800, clock=clock)
-    times = await _acquire_all(gate, clock, 9000)
-    worst = 0
-    j = 0
-    for i, t in enumerate(times):
-        while times[j] <= t - 1.0:
+def _held(t: float, stalls: list[Stall]) -> float:
+    """When something due at *t* happens, if a server stall in *stalls* holds it back."""
+    for begin, end in stalls:
+        if begin <= t < end:
+            return end
+    return t
+
+
+def _run_gate(
+    gate: RateGate,
+    clock: FakeClock,
+    n: int,
+    *,
+    latency_s: float = 0.1,
+    stalls: list[Stall] | None = None,
+) -> tuple[list[float], list[float]]:
+    """Take *n* slots as fast as the gate allows, on a fake clock, against a modelled server.
+
+    A request reaches the server half a millisecond after it leaves, unless a stall in *stalls*
+    holds the server: then it arrives when the stall ends, bunched with the others. Its answer
+    comes *latency_s* after it arrived (later if a stall holds that too) and is landed on the gate
+    then. Returns when each request left and when it arrived.
+    """
+    stalls = stalls or []
+    answers: list[tuple[float, int, Flight]] = []
+    sent: list[float] = []
+    arrived: list[float] = []
+    while len(sent) < n:
+        taken = gate._take(clock.now)
+        if isinstance(taken, Flight):
+            sent.append(clock.now)
+            arrival = _held(clock.now + 0.0005, stalls)
+            arrived.append(arrival)
+            heapq.heappush(answers, (_held(arrival + latency_s, stalls), len(sent), taken))
+            continue
+        wake = clock.now + taken
+        while answers and answers[0][0] <= wake:
+            clock.now, _, flight = heapq.heappop(answers)
+            gate.landed(flight, answered=True)
+        clock.now = wake
+    return sent, arrived
+
+
+def _most_in_a_second(times: list[float]) -> int:
+    """The most of *times* in any window (t - 1 s, t], the way the simulator counts."""
+    ordered = sorted(times)
+    worst = j = 0
+    for i, t in enumerate(ordered):
+        while ordered[j] <= t - 1.0:
             j += 1
         worst = max(worst, i - j + 1)
-    assert worst <= 1800
-    achieved = (len(times) - 1) / (times[-1] - times[0])
+    return worst
+
+
+def test_gate_never_exceeds_its_ceiling_in_any_second() -> None:
+    """Steady answers: the gate paces above 98 % of the ceiling, no second over it."""
+    clock = FakeClock()
+    gate = RateGate(1800, clock=clock)
+    sent, arrived = _run_gate(gate, clock, 18000)
+    assert _most_in_a_second(sent) <= 1800
+    assert _most_in_a_second(arrived) <= 1800
+    achieved = (len(sent) - 1) / (sent[-1] - sent[0])
     assert achieved >= 0.98 * 1800
+    assert gate.min_rtt_s == pytest.approx(0.1005)
+
+
+def test_gate_withholds_what_a_server_stall_bunched() -> None:
+    """Requests a stalled server received late are counted where they arrived, not where they
+    left: the second after each stall gets fewer, and no server second holds 1,800."""
+    stalls = [(start, start + 0.04) for start in (101.5, 103.2, 103.9, 106.0, 108.3)]
+    clock = FakeClock()
+    gate = RateGate(1800, clock=clock)
+    # The same pace, evenly spaced, through the same stalls: a server second holds 1,857.
+    even = [100.0 + i / gate.rate_per_s for i in range(18000)]
+    assert _most_in_a_second([_held(t + 0.0005, stalls) for t in even]) > 1800
+    sent, arrived = _run_gate(gate, clock, 18000, stalls=stalls)
+    assert _most_in_a_second(arrived) < 1800
+    # Each 40 ms stall costs about 26 ms of sending: 97.9 % of 1,800/s with five in ten seconds.
+    assert (len(sent) - 1) / (sent[-1] - sent[0]) >= 0.97 * 1800
+
+
+def test_gate_counts_each_request_where_it_may_have_arrived() -> None:
+    """Unanswered, a request counts as arriving now, for a second and UNANSWERED_HOLD_S after it
+    left; answered, at ``answered - min_rtt``; lost, from when the loss was learnt."""
+    clock = FakeClock()
+    gate = RateGate(100, clock=clock)
+    span = 1.0 + WINDOW_MARGIN_S
+    flights = []
+    while len(flights) < 3:
+        taken = gate._take(clock.now)
+        if isinstance(taken, Flight):
+            flights.append(taken)
+        else:
+            clock.now += taken
+    first, second, third = flights
+    clock.now = second.sent + 0.1
+    gate.landed(second, answered=True)  # the fastest round trip so far: arrived at its sending
+    assert gate.min_rtt_s == pytest.approx(0.1)
+    clock.now = third.sent + 0.16
+    gate.landed(third, answered=True)  # 60 ms slower: it may have arrived 60 ms late
+    gate.landed(third, answered=True)  # a second report changes nothing
+    assert gate._unanswered == 1
+    # Times only move forward from here: the window forgets what leaves it.
+    assert gate._in_window(second.sent + span - 0.001)[0] == 3
+    assert gate._in_window(second.sent + span + 0.001)[0] == 2
+    assert gate._in_window(third.sent + 0.06 + span - 0.001)[0] == 2
+    assert gate._in_window(third.sent + 0.06 + span + 0.001)[0] == 1  # the first, unanswered
+    assert gate._in_window(first.sent + span + UNANSWERED_HOLD_S - 0.001)[0] == 1
+    assert gate._in_window(first.sent + span + UNANSWERED_HOLD_S + 0.001)[0] == 0
+
+    lost = gate._take(clock.now + 1.0)
+    assert isinstance(lost, Flight)
+    clock.now = lost.sent + 5.0  # a time-out: no answer, so it may have arrived just now
+    gate.landed(lost, answered=False)
+    assert gate._in_window(clock.now + span - 0.001)[0] == 1
+    assert gate._in_window(clock.now + span + 0.001)[0] == 0
+
+
+def test_gate_keeps_its_rate_when_round_trips_outlast_the_window() -> None:
+    """Two-second answers: unanswered requests stop counting after UNANSWERED_HOLD_S, so the
+    rate costs that share of a second at most, not half."""
+    clock = FakeClock()
+    gate = RateGate(1800, clock=clock)
+    sent, _ = _run_gate(gate, clock, 9000, latency_s=2.0)
+    achieved = (len(sent) - 1) / (sent[-1] - sent[0])
+    assert achieved >= 1799 / (1 + WINDOW_MARGIN_S + UNANSWERED_HOLD_S) * 0.99
+    assert _most_in_a_second(sent) <= 1800
 
 
 async def test_gate_halves_and_pauses_on_429_then_recovers() -> None:
@@ -221,13 +329,15 @@ def test_gate_catches_up_only_the_last_slots_after_a_stall() -> None:
     """At the instant a stall ends, at most a burst plus CATCH_UP_S worth of slots are open."""
     clock = FakeClock()
     gate = RateGate(400, clock=clock)
-    assert gate._take(clock.now, CATCH_UP_S) == 0.0
+    assert isinstance(gate._take(clock.now, CATCH_UP_S), Flight)
     clock.now += 0.2  # 80 slots fell due while nobody could take them
     open_now = 0
-    while gate._take(clock.now, CATCH_UP_S) == 0.0:
+    while isinstance(gate._take(clock.now, CATCH_UP_S), Flight):
         open_now += 1
     assert open_now <= gate.burst + math.ceil(CATCH_UP_S * 400)  # not 80
-    assert 0 < gate._take(clock.now, CATCH_UP_S) <= 1 / gate.rate_per_s  # then one at a time
+    wait = gate._take(clock.now, CATCH_UP_S)
+    assert not isinstance(wait, Flight)
+    assert 0 < wait <= 1 / gate.rate_per_s  # then one at a time
 
 
 async def test_gate_lets_out_at_most_a_burst_per_turn_after_a_stall() -> None:
