@@ -154,7 +154,7 @@ ARRIVAL_JITTER_S: Final = 0.015
 CATCH_UP_S: Final = 0.010
 #: The subaccount gate's steady pace, below its ceiling: room for the few milliseconds by which
 #: answers usually come back later than the fastest, which the gate counts as late arrivals.
-PACE_HEADROOM: Final = 0.005
+PACE_HEADROOM: Final = 0.003
 #: Added to the one-second window the gate keeps: the fastest round trip seen is an estimate (it
 #: may still fall) and the clock ticks, so a request's arrival may be a little later than assumed.
 WINDOW_MARGIN_S: Final = 0.002

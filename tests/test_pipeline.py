@@ -241,3 +241,18 @@ async def test_each_request_lands_on_its_gate(ledger_path: Path) -> None:
     assert gates[0]._unanswered == 0
     assert 0.001 <= gates[0].min_rtt_s < 0.5
     ledger.close()
+
+
+async def test_workers_start_staggered_but_a_short_lane_never_waits_for_them(
+    ledger_path: Path,
+) -> None:
+    """Workers start near their first slot (no connection storm), yet a lane with fewer rows than
+    workers ends when its rows do: at 10/s the 64th worker would otherwise start 6.3 s in."""
+    ledger = make_ledger(ledger_path, [("sub_a", u) for u in umids(3)])
+    fake = ScriptedCanceller(lambda t, n: OK)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await run(ledger, fake, rate_per_s=10, concurrency=64)
+    assert ledger.counts() == {"cancelled": 3}
+    assert loop.time() - started < 2.0
+    ledger.close()
