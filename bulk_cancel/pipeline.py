@@ -120,7 +120,9 @@ class _Slot:
         """Tell the gate how the request it let out ended (if it let one out)."""
         flight, self.flight = self.flight, None
         if flight is not None:
-            self._gate.landed(flight, answered=exchange.status is not None)
+            self._gate.landed(
+                flight, answered=exchange.status is not None, sent=exchange.request_sent
+            )
 
 
 class _Stamp:
@@ -297,7 +299,7 @@ class Pipeline:
                 # Worker i's first slot comes i/rate seconds in at the earliest: start it then,
                 # less a lead to open its connection. Started together, hundreds of workers open
                 # their connections at once, and the first request waited 40-60 ms behind them
-                # (measured at 1,800/s: 270 connects), as did the server's accepts; now 10-18 ms
+                # (measured at 1,800/s: 270 connects), as did the server's accepts; now 13-29 ms
                 # from run.started to the first arrival.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(no_more.wait(), delay)

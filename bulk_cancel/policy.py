@@ -207,11 +207,11 @@ class RateGate:
     trip seen is ``min_rtt``, left ``rtt - min_rtt`` late at most, so it is counted as arriving
     at ``answered - min_rtt`` (shifting every arrival by the same outbound time changes no
     window's count). A request not yet answered counts as arriving now, for up to
-    :data:`UNANSWERED_HOLD_S` past its second. A slot opens only while fewer than ``ceiling``
-    requests fall in the last second (plus :data:`WINDOW_MARGIN_S`) so counted: whatever window
-    the server counts in, the last request sent into it was let out only after this count saw all
-    the others. The late ones are withheld in the second after a stall, when they show; a steady
-    stream pays nothing.
+    :data:`UNANSWERED_HOLD_S` past its second. A slot opens only while fewer than
+    ``ceiling - 1`` requests fall in the last second (plus :data:`WINDOW_MARGIN_S`) so counted:
+    whatever one-second window the server counts in, the last request sent into it was let out
+    only after this count saw all the others. The late ones are withheld in the second after a
+    stall, when they show; a steady stream pays only the pace's headroom.
 
     On 429 the whole subaccount pauses for Retry-After and the rate halves (once per pause, not
     once per 429: many in-flight requests are refused together); it then grows back by a twentieth
@@ -300,20 +300,23 @@ class RateGate:
         self._next += interval
         return flight
 
-    def landed(self, flight: Flight, *, answered: bool) -> None:
-        """*flight*'s exchange ended: with an answer (it arrived by ``now - min_rtt``) or without."""
+    def landed(self, flight: Flight, *, answered: bool, sent: bool = True) -> None:
+        """*flight*'s exchange ended: with an answer (it arrived by ``now - min_rtt``), without
+        one (it may have arrived just now), or before the request was *sent* at all."""
         if flight.landed:
             return
         flight.landed = True
         if flight.counted:
             flight.counted = False
             self._unanswered -= 1
+        if not sent:
+            return
         now = self._clock()
         if answered:
             self.min_rtt_s = min(self.min_rtt_s, now - flight.sent)
             self._answered.append(now)
         else:
-            self._lost.append(now)  # it may have arrived just now
+            self._lost.append(now)
 
     def _recover(self, now: float) -> None:
         if self.rate_per_s < self.target_per_s and now - self._last_adjust >= 1.0:
@@ -348,7 +351,7 @@ class RateGate:
                         self._leader = False  # made leader, then cancelled: pass the lead on
                         self._hand_over()
                     else:
-                        self.landed(let_out, answered=False)  # let out, then cancelled: unsent
+                        self.landed(let_out, answered=False, sent=False)  # let out, cancelled
                 elif not waiter.done():
                     with contextlib.suppress(ValueError):
                         self._waiters.remove(waiter)

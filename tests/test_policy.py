@@ -240,6 +240,11 @@ def test_gate_counts_each_request_where_it_may_have_arrived() -> None:
     assert gate._in_window(clock.now + span - 0.001)[0] == 1
     assert gate._in_window(clock.now + span + 0.001)[0] == 0
 
+    unsent = gate._take(clock.now + span + 1.0)  # let out, but its request never left
+    assert isinstance(unsent, Flight)
+    gate.landed(unsent, answered=False, sent=False)
+    assert gate._in_window(unsent.sent)[0] == 0
+
 
 def test_gate_keeps_its_rate_when_round_trips_outlast_the_window() -> None:
     """Two-second answers: unanswered requests stop counting after UNANSWERED_HOLD_S, so the
