@@ -25,12 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from aiolimiter import AsyncLimiter
-
 from .client import Canceller, Exchange
 from .ledger import Ledger, WorkItem
 from .model import Outcome, Result, Target
-from .policy import Concurrency, Flight, RateGate, RetryPolicy, Stop, Verdict, judge, pace
+from .policy import Concurrency, Flight, RateGate, RetryPolicy, Stop, Verdict, judge
 
 #: Most subaccount lanes running at once (a file can name thousands of subaccounts).
 MAX_ACTIVE_LANES: Final = 16
@@ -94,35 +92,40 @@ class RunReport:
 
 
 class _Slot:
-    """One worker's *ready* for the client: its subaccount's rate slot, then the per-IP cap.
+    """One worker's *ready* for the client: its subaccount's rate slot, then the per-IP cap's.
 
     The client awaits it with the connection open, just before writing the request; it notes
     when it let the request go, so the latency that sizes concurrency excludes the wait, and
-    keeps the gate's :class:`~bulk_cancel.policy.Flight` until the answer lands.
+    keeps each gate's :class:`~bulk_cancel.policy.Flight` until the answer lands.
     """
 
-    __slots__ = ("_clock", "_gate", "_ip", "at", "flight")
+    __slots__ = ("_clock", "_gate", "_ip", "at", "flight", "ip_flight")
 
-    def __init__(self, gate: RateGate, ip: AsyncLimiter | None, clock: Callable[[], float]) -> None:
+    def __init__(self, gate: RateGate, ip: RateGate | None, clock: Callable[[], float]) -> None:
         self._gate = gate
         self._ip = ip
         self._clock = clock
         self.at = 0.0
         self.flight: Flight | None = None
+        self.ip_flight: Flight | None = None
 
     async def __call__(self) -> None:
         flight = self.flight = await self._gate.acquire()
         if self._ip is not None:
-            await self._ip.acquire()
-        self.at = flight.sent = self._clock()
+            self.ip_flight = await self._ip.acquire()
+            self.ip_flight.sent = flight.sent = self.at = self._clock()
+        else:
+            flight.sent = self.at = self._clock()
 
     def land(self, exchange: Exchange) -> None:
-        """Tell the gate how the request it let out ended (if it let one out)."""
+        """Tell the gates how the request they let out ended (if they let one out)."""
+        answered, sent = exchange.status is not None, exchange.request_sent
         flight, self.flight = self.flight, None
         if flight is not None:
-            self._gate.landed(
-                flight, answered=exchange.status is not None, sent=exchange.request_sent
-            )
+            self._gate.landed(flight, answered=answered, sent=sent)
+        flight, self.ip_flight = self.ip_flight, None
+        if flight is not None and self._ip is not None:
+            self._ip.landed(flight, answered=answered, sent=sent)
 
 
 class _Stamp:
@@ -193,9 +196,9 @@ class Pipeline:
         self._first_answers = 0
         self._first_failures = 0
         self._gates: dict[str, RateGate] = {}
-        ip_rate, ip_burst = pace(settings.ip_rate_per_s)
-        # The per-IP cap never changes, so aiolimiter's fixed leaky bucket fits, sized by pace().
-        self._ip_limiter = AsyncLimiter(ip_burst, ip_burst / ip_rate)
+        # The per-IP cap is a gate of its own, shared by every lane and counting arrivals the
+        # same way; nothing calls its throttled(): a 429 slows the subaccount that drew it.
+        self._ip_gate = RateGate(settings.ip_rate_per_s)
 
     # ------------------------------------------------------------------ control
 
@@ -257,7 +260,7 @@ class Pipeline:
             initial=max(8, math.ceil(s.rate_per_s * 0.1 * 1.5)),
         )
         workers = concurrency.cap
-        ip = self._ip_limiter if self._ip_limited else None
+        ip = self._ip_gate if self._ip_limited else None
         batch = max(8, min(256, round(s.rate_per_s / 20)))
         # Rows marked SENT (and committed) but not yet taken by a worker: at most one batch.
         # Workers take from it without awaiting; the one that finds it empty fetches the next

@@ -2,9 +2,10 @@
 
 - :func:`judge` turns one :class:`~bulk_cancel.client.Exchange` into a :class:`Verdict`.
 - :class:`RetryPolicy` bounds retries in attempts *and* elapsed time, Retry-After first.
-- :class:`RateGate` paces one subaccount: one queue whose head takes slots at :func:`pace`'s
-  rate, a small burst per loop turn; the rate steps down on 429 and grows back slowly, and the
-  whole subaccount pauses for Retry-After.
+- :class:`RateGate` paces one subaccount, and the per-IP cap: one queue whose head takes slots
+  at :func:`pace`'s rate, a small burst per loop turn, within a one-second window that counts
+  each request where its answer says it may have arrived; the rate steps down on 429 and grows
+  back slowly, and the whole subaccount pauses for Retry-After.
 - :class:`Concurrency` sizes concurrency from rate × latency (Little's law), up to a cap.
 """
 
@@ -142,17 +143,11 @@ class RetryPolicy:
 Clock = Callable[[], float]
 
 
-#: How far apart in time two requests' arrivals may shift relative to their sending, for a
-#: limiter that cannot see answers (the per-IP cap): the loop writes a request a moment after its
-#: slot, the network and the server's own loop add more. Measured on a busy two-core machine
-#: against the simulator: p99 7 ms, worst 13 ms; with 8 ms a counting server saw 1,802 in one
-#: second now and then, with 15 ms 1,789-1,798.
-ARRIVAL_JITTER_S: Final = 0.015
 #: How far behind its slots a busy loop may fall and still catch up, a burst per turn. Measured
 #: at 1,800/s: 10 ms keeps a counting server at or under 1,800 in every second; 20 ms gained no
 #: rate and let 1,802 through, with one 429 in two runs; catching up 50 ms, 1,878.
 CATCH_UP_S: Final = 0.010
-#: The subaccount gate's steady pace, below its ceiling: room for the few milliseconds by which
+#: How far a gate's steady pace stays under its ceiling: room for the few milliseconds by which
 #: answers usually come back later than the fastest, which the gate counts as late arrivals.
 PACE_HEADROOM: Final = 0.003
 #: Added to the one-second window the gate keeps: the fastest round trip seen is an estimate (it
@@ -163,16 +158,15 @@ WINDOW_MARGIN_S: Final = 0.002
 UNANSWERED_HOLD_S: Final = 0.1
 
 
-def pace(ceiling_per_s: float, allowance_s: float = ARRIVAL_JITTER_S) -> tuple[float, int]:
-    """The steady rate and burst that keep every one-second window at or under *ceiling_per_s*.
+def pace(ceiling_per_s: float) -> tuple[float, int]:
+    """The steady rate and burst of a gate under *ceiling_per_s*.
 
-    The server counts arrivals, and arrivals shift by up to *allowance_s* against sends: a server
-    window of one second can hold what was sent in ``1 + allowance`` seconds. Slots opening at
-    *rate* with a *burst* let at most ``rate × span + burst`` through in a span (shared
-    MEASURED.md), so the rate is what keeps that under the ceiling, less one.
+    Slots opening at *rate* with a *burst* let at most ``rate × span + burst`` through in a span
+    (shared MEASURED.md), so the rate keeps one second's worth under the ceiling, less one, with
+    :data:`PACE_HEADROOM` to spare: 99.4 % of the ceiling at 1,800/s.
     """
     burst = max(1, min(50, round(ceiling_per_s * 0.0025)))
-    rate = (ceiling_per_s - 1 - burst) / (1 + allowance_s)
+    rate = (ceiling_per_s - 1 - burst) / (1 + PACE_HEADROOM)
     return max(1.0, rate), burst
 
 
@@ -188,7 +182,7 @@ class Flight:
 
 
 class RateGate:
-    """Paces requests for one subaccount; shared by all of its workers.
+    """Paces requests for one subaccount (or, as the per-IP cap, for all); shared by its workers.
 
     Slots open at :func:`pace`'s rate (:data:`PACE_HEADROOM` under the ceiling). Callers queue
     first come, first served; the one at the head (the *leader*) sleeps until the next slot,
@@ -226,7 +220,7 @@ class RateGate:
         floor_per_s: float = 1.0,
         recover_per_s: float | None = None,
     ) -> None:
-        rate, self.burst = pace(ceiling_per_s, PACE_HEADROOM)
+        rate, self.burst = pace(ceiling_per_s)
         self.target_per_s = max(min(floor_per_s, ceiling_per_s), rate)
         self.rate_per_s = self.target_per_s
         self._floor = min(floor_per_s, self.target_per_s)

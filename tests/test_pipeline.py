@@ -212,19 +212,20 @@ async def test_automatic_concurrency_lane_finishes(ledger_path: Path) -> None:
     ledger.close()
 
 
-async def test_each_request_lands_on_its_gate(ledger_path: Path) -> None:
-    """The gate hears how every request it let out ended, answered or not, so its window counts
-    answered requests where they arrived and none stays counted as still on its way."""
-    ledger = make_ledger(ledger_path, [("sub_a", u) for u in umids(300)])
-    unanswered: list[int] = []
-    gates: list[RateGate] = []
+async def test_each_request_lands_on_its_gates(ledger_path: Path) -> None:
+    """The gates (the subaccount's and the per-IP cap's) hear how every request they let out
+    ended, answered or not, so their windows count answered requests where they arrived and none
+    stays counted as still on its way."""
+    ledger = make_ledger(ledger_path, [(sub, u) for u in umids(300) for sub in ("sub_a", "sub_b")])
+    unanswered: list[tuple[int, int]] = []
+    gates: dict[str, RateGate] = {}
 
     class Watching(ScriptedCanceller):
         async def cancel(self, target: Target, ready: Ready = None) -> Exchange:
             exchange = await super().cancel(target, ready)
-            gate = ready._gate  # type: ignore[union-attr]
-            unanswered.append(gate._unanswered)
-            gates[:] = [gate]
+            gate, ip = ready._gate, ready._ip  # type: ignore[union-attr]
+            unanswered.append((gate._unanswered, ip._unanswered))
+            gates[target.subaccount], gates["ip"] = gate, ip
             await asyncio.sleep(0.001)
             return exchange
 
@@ -235,11 +236,16 @@ async def test_each_request_lands_on_its_gate(ledger_path: Path) -> None:
         lost = attempt == 1 and next(calls) % 3 == 0
         return Exchange(transport_error="timeout") if lost else OK
 
-    await run(ledger, Watching(answer))
-    assert len(unanswered) > 300
-    assert max(unanswered) <= 8  # at most the requests in flight; without landing, up to 400
-    assert gates[0]._unanswered == 0
-    assert 0.001 <= gates[0].min_rtt_s < 0.5
+    # Two lanes that could go at 100,000/s each: the per-IP cap of 150,000/s is in the way.
+    await run(ledger, Watching(answer), ip_rate_per_s=150_000)
+    assert len(unanswered) > 600
+    # At most the requests in flight (8 per lane); without landing, up to 400 and 800.
+    assert max(sub for sub, _ in unanswered) <= 8
+    assert max(ip for _, ip in unanswered) <= 16
+    assert sorted(gates) == ["ip", "sub_a", "sub_b"]
+    for gate in gates.values():
+        assert gate._unanswered == 0
+        assert 0.001 <= gate.min_rtt_s < 0.5
     ledger.close()
 
 
