@@ -156,6 +156,9 @@ WINDOW_MARGIN_S: Final = 0.002
 #: How long past its one-second window a request without an answer yet still counts as arriving
 #: "now": the longest delay on the way out that the gate protects against before answers tell.
 UNANSWERED_HOLD_S: Final = 0.1
+#: How long the gate remembers a round trip when finding the fastest: answers that stay slower
+#: for longer (a slower route, a busier API) are the new normal, not lateness to pay for.
+RTT_MEMORY_S: Final = 5.0
 
 
 def pace(ceiling_per_s: float) -> tuple[float, int]:
@@ -200,7 +203,10 @@ class RateGate:
     lateness from its answer: a request answered ``rtt`` after it left, when the fastest round
     trip seen is ``min_rtt``, left ``rtt - min_rtt`` late at most, so it is counted as arriving
     at ``answered - min_rtt`` (shifting every arrival by the same outbound time changes no
-    window's count). A request not yet answered counts as arriving now, for up to
+    window's count). ``min_rtt`` is the fastest of the last :data:`RTT_MEMORY_S` seconds: a
+    faster answer lowers it at once (counting everything it holds later, the safe side), and a
+    lasting slow-down raises it once the fast ones are forgotten, instead of counting every
+    answer from then on as late. A request not yet answered counts as arriving now, for up to
     :data:`UNANSWERED_HOLD_S` past its second. A slot opens only while fewer than
     ``ceiling - 1`` requests fall in the last second (plus :data:`WINDOW_MARGIN_S`) so counted:
     whatever one-second window the server counts in, the last request sent into it was let out
@@ -240,7 +246,8 @@ class RateGate:
         # round trip: the first answers of a run are slow, and the estimate must not keep that).
         self._answered: deque[float] = deque()
         self._lost: deque[float] = deque()  # when a flight ended without an answer
-        self.min_rtt_s = math.inf
+        # Recent round trips as (answered at, rtt), the fastest first, each later one slower.
+        self._fastest: deque[tuple[float, float]] = deque()
 
     def _in_window(self, now: float) -> tuple[int, float]:
         """How many requests count in the window ending *now*, and when the first leaves it."""
@@ -252,10 +259,13 @@ class RateGate:
             if flight.counted:
                 flight.counted = False
                 self._unanswered -= 1
+        fastest = self._fastest
+        while len(fastest) > 1 and fastest[0][0] <= now - RTT_MEMORY_S:
+            fastest.popleft()  # the newest answer always stays: the window may hold it
         leaves = math.inf
         answered = self._answered
         if answered:
-            answered_by = start + self.min_rtt_s
+            answered_by = start + fastest[0][1]
             while answered and answered[0] <= answered_by:
                 answered.popleft()
             if answered:
@@ -307,10 +317,19 @@ class RateGate:
             return
         now = self._clock()
         if answered:
-            self.min_rtt_s = min(self.min_rtt_s, now - flight.sent)
+            rtt = now - flight.sent
+            fastest = self._fastest
+            while fastest and fastest[-1][1] >= rtt:
+                fastest.pop()
+            fastest.append((now, rtt))
             self._answered.append(now)
         else:
             self._lost.append(now)
+
+    @property
+    def min_rtt_s(self) -> float:
+        """The fastest round trip of the last :data:`RTT_MEMORY_S` seconds (``inf``: none yet)."""
+        return self._fastest[0][1] if self._fastest else math.inf
 
     def _recover(self, now: float) -> None:
         if self.rate_per_s < self.target_per_s and now - self._last_adjust >= 1.0:

@@ -7,6 +7,7 @@ import heapq
 import math
 import random
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 
 import pytest
@@ -15,6 +16,7 @@ from bulk_cancel.client import Exchange
 from bulk_cancel.model import Outcome
 from bulk_cancel.policy import (
     CATCH_UP_S,
+    RTT_MEMORY_S,
     UNANSWERED_HOLD_S,
     WINDOW_MARGIN_S,
     Concurrency,
@@ -136,17 +138,19 @@ def _run_gate(
     clock: FakeClock,
     n: int,
     *,
-    latency_s: float = 0.1,
+    latency_s: float | Callable[[float], float] = 0.1,
     stalls: list[Stall] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Take *n* slots as fast as the gate allows, on a fake clock, against a modelled server.
 
     A request reaches the server half a millisecond after it leaves, unless a stall in *stalls*
     holds the server: then it arrives when the stall ends, bunched with the others. Its answer
-    comes *latency_s* after it arrived (later if a stall holds that too) and is landed on the gate
-    then. Returns when each request left and when it arrived.
+    comes *latency_s* after it arrived (a function of when it arrived, if not a number; later if a
+    stall holds that too) and is landed on the gate then. Returns when each request left and when
+    it arrived.
     """
     stalls = stalls or []
+    hold = latency_s if callable(latency_s) else lambda _: float(latency_s)
     answers: list[tuple[float, int, Flight]] = []
     sent: list[float] = []
     arrived: list[float] = []
@@ -156,7 +160,7 @@ def _run_gate(
             sent.append(clock.now)
             arrival = _held(clock.now + 0.0005, stalls)
             arrived.append(arrival)
-            heapq.heappush(answers, (_held(arrival + latency_s, stalls), len(sent), taken))
+            heapq.heappush(answers, (_held(arrival + hold(arrival), stalls), len(sent), taken))
             continue
         wake = clock.now + taken
         while answers and answers[0][0] <= wake:
@@ -244,6 +248,20 @@ def test_gate_counts_each_request_where_it_may_have_arrived() -> None:
     assert isinstance(unsent, Flight)
     gate.landed(unsent, answered=False, sent=False)
     assert gate._in_window(unsent.sent)[0] == 0
+
+
+def test_gate_takes_a_lasting_slow_down_as_the_new_normal() -> None:
+    """Answers 200 ms slower from 102 s on (a busier API): the gate counts them as late only
+    until it forgets the fast ones, then paces at full rate again; no second over the ceiling."""
+    clock = FakeClock()
+    gate = RateGate(1800, clock=clock)
+    sent, arrived = _run_gate(gate, clock, 27000, latency_s=lambda t: 0.1 if t < 102 else 0.3)
+    assert _most_in_a_second(arrived) <= 1799
+    settled = [t for t in sent if t >= sent[-1] - 3.0]  # the last 3 s, from 112 s on
+    assert settled[0] > 102.3 + RTT_MEMORY_S + 1.1
+    # Remembering 0.1005 s, every answer counted 200 ms late: 1,485/s, 82.5 %.
+    assert (len(settled) - 1) / (settled[-1] - settled[0]) >= 0.98 * 1800
+    assert gate.min_rtt_s == pytest.approx(0.3005)
 
 
 def test_gate_keeps_its_rate_when_round_trips_outlast_the_window() -> None:
