@@ -150,7 +150,7 @@ CATCH_UP_S: Final = 0.010
 #: How far a gate's steady pace stays under its ceiling: room for the few milliseconds by which
 #: answers usually come back later than the fastest, which the gate counts as late arrivals.
 PACE_HEADROOM: Final = 0.003
-#: Added to the one-second window the gate keeps: the fastest round trip seen is an estimate (it
+#: Added to the one-second window the gate keeps: the fastest recent round trip is an estimate (it
 #: may still fall) and the clock ticks, so a request's arrival may be a little later than assumed.
 WINDOW_MARGIN_S: Final = 0.002
 #: How long past its one-second window a request without an answer yet still counts as arriving
