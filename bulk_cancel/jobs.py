@@ -21,7 +21,9 @@ What runs is decided by the resolved settings (:mod:`bulk_cancel.config`):
   stopped) is resumed first, into the results file its sidecar names. A run that stopped early
   (interrupted, key refused, failure threshold) leaves its file in ``processing/`` and ends the
   job; a file that cannot be read (:class:`~bulk_cancel.errors.InputError`) is moved to
-  ``rejected/`` with a ``.error.txt`` beside it, and the job goes on with the next file.
+  ``rejected/`` with a ``.error.txt`` beside it, and the job goes on with the next file. A run
+  that ends before anything was sent (declined or interrupted at the prompt, or while reading)
+  puts its file back where it was claimed from.
   Files modified in the last ``settle_time`` seconds are left for the next run (they may still
   be being copied in); so are hidden files and ``*.tmp`` / ``*.part``.
 
@@ -62,7 +64,15 @@ from .config import (
     render_output,
     to_run_settings,
 )
-from .errors import BulkCancelError, ConfigError, ExitCode, InputError, LedgerError, UsageError
+from .errors import (
+    BulkCancelError,
+    ConfigError,
+    ExitCode,
+    InputError,
+    Interrupted,
+    LedgerError,
+    UsageError,
+)
 from .model import Outcome
 
 if TYPE_CHECKING:
@@ -459,8 +469,10 @@ async def _run_claim(
     except InputError as exc:
         folder.reject(claim, str(exc))
         return ExitCode.USAGE, True
-    except UsageError:
-        if not ledger.exists():  # nothing was sent (declined, bad setting): not the file's fault
+    except (UsageError, Interrupted):
+        # Without a ledger nothing was sent (declined or interrupted at the prompt, a signal
+        # while reading, a bad setting): not the file's fault, and not a run to resume.
+        if not ledger.exists():
             folder.release(claim)
         raise
     stop = result.summary.get("stop_reason")

@@ -30,7 +30,7 @@ from e2e import (
 )
 
 from bulk_cancel.config import ResolvedSettings, resolve
-from bulk_cancel.errors import ConfigError, ExitCode, LedgerError, UsageError
+from bulk_cancel.errors import ConfigError, ExitCode, Interrupted, LedgerError, UsageError
 from bulk_cancel.jobs import SIDECAR_SUFFIX, DropFolder, job_lock, plan_runs, run_job
 from bulk_cancel.runner import Runner, RunResult
 from bulk_cancel.settings import RunSettings
@@ -240,6 +240,23 @@ async def test_a_no_at_the_prompt_puts_the_file_back(tmp_path: Path) -> None:
             await run_job(nightly(tmp_path, sim.url), Runs(confirm=no))
         assert sim.state.requests == 0
     assert asked[0]["to_send"] == 5
+    assert names(tmp_path / "incoming") == ["e.csv"] and names(tmp_path / "processing") == []
+
+
+async def test_ctrl_c_at_the_prompt_puts_the_file_back(tmp_path: Path) -> None:
+    """An interrupt at the confirmation sends nothing and returns the file to the drop folder,
+    rather than leaving it in processing/ for a run that has nothing to resume."""
+    drop(tmp_path / "incoming", "e.csv", umids(5, seed=63))
+
+    def ctrl_c(plan: dict[str, Any]) -> bool:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # blocked at the prompt as in input(): the signal handler raises here
+        return True
+
+    async with running_simulator() as sim:
+        with pytest.raises(Interrupted, match="interrupted at the confirmation"):
+            await run_job(nightly(tmp_path, sim.url), Runs(confirm=ctrl_c))
+        assert sim.state.requests == 0
     assert names(tmp_path / "incoming") == ["e.csv"] and names(tmp_path / "processing") == []
 
 
