@@ -17,7 +17,8 @@ Checks run in this order, like a gateway in front of an application:
 
 1. route (stray → 404, code 1404);
 2. rate limits, per subaccount and global, as a sliding 1-second window (→ 429, ``Retry-After: 1``);
-3. a fault drawn for this request, if any (:class:`Faults`), then ``latency_s``;
+3. a fault drawn for this request, if any (:class:`Faults`), then ``latency_s`` (plus up to
+   ``latency_jitter_s``, drawn evenly per request);
 4. ``Authorization: Bearer`` (→ 401 / 1200, or 403 / 1201), subaccount (→ 400 / 1001),
    umid or batchId (→ 400 / 1000);
 5. the message: unknown (→ 404 / 1300), already sent (→ 200 ``{"cancelledCount":0}``) or
@@ -239,6 +240,8 @@ class SimulatorConfig:
     """Requests accepted from all clients together in any 1 s window; None: no limit."""
     latency_s: float = 0.0
     """Wait before answering; concurrent requests overlap."""
+    latency_jitter_s: float = 0.0
+    """Up to this much longer, drawn evenly for each request: a real API's answers vary."""
     faults: Faults = field(default_factory=Faults)
     seed: int = 0
     """Seed of the fault draws, so a run with faults can be replayed."""
@@ -258,8 +261,10 @@ class SimulatorConfig:
             rate = getattr(self, name)
             if rate is not None and rate < 1:
                 raise ValueError(f"{name}={rate}: at least 1, or None for no limit")
-        if self.batch_size < 0 or self.latency_s < 0 or self.hang_s < 0:
-            raise ValueError("batch_size, latency_s and hang_s cannot be negative")
+        if min(self.batch_size, self.latency_s, self.latency_jitter_s, self.hang_s) < 0:
+            raise ValueError(
+                "batch_size, latency_s, latency_jitter_s and hang_s cannot be negative"
+            )
         # umids compare in lowercase, like the UUIDs they are.
         object.__setattr__(self, "unknown_umids", frozenset(u.lower() for u in self.unknown_umids))
         object.__setattr__(self, "sent_umids", frozenset(u.lower() for u in self.sent_umids))
@@ -464,6 +469,8 @@ class _Simulator:
         self.state = state
         self._response = response
         self._rng = random.Random(config.seed)
+        # Its own draws: a jittered latency leaves a seeded run's faults as they were.
+        self._latency_rng = random.Random(f"{config.seed}:latency")
         # Cumulative bands for the single fault draw: [(upper bound, fault), ...].
         bands: list[tuple[float, str]] = []
         total = 0.0
@@ -478,6 +485,7 @@ class _Simulator:
         """Forget the state and replay the same fault draws from the start."""
         self.state.reset()
         self._rng = random.Random(self.config.seed)
+        self._latency_rng = random.Random(f"{self.config.seed}:latency")
 
     def _answer(
         self,
@@ -489,6 +497,11 @@ class _Simulator:
         by_status = self.state.by_status
         by_status[status] = by_status.get(status, 0) + 1
         return self._response(status=status, body=body, content_type=content_type, headers=headers)
+
+    def _latency(self) -> float:
+        """How long this answer waits: ``latency_s`` plus an even draw of ``latency_jitter_s``."""
+        jitter = self.config.latency_jitter_s
+        return self.config.latency_s + (self._latency_rng.random() * jitter if jitter else 0.0)
 
     def _draw_fault(self) -> str | None:
         u = self._rng.random()
@@ -530,8 +543,9 @@ class _Simulator:
         fault = self._draw_fault() if self._fault_bands else None
         if fault is not None:
             state.faults[fault] = state.faults.get(fault, 0) + 1
-        if config.latency_s:
-            await asyncio.sleep(config.latency_s)
+        latency = self._latency()
+        if latency:
+            await asyncio.sleep(latency)
         if fault in _FAULTS_BEFORE:
             return self._fault_before(fault, request)
 
@@ -840,6 +854,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="wait this long before each answer; concurrent requests overlap",
     )
     server.add_argument(
+        "--latency-jitter-ms",
+        type=_non_negative,
+        default=0.0,
+        metavar="MS",
+        help="and up to this much longer, drawn evenly per answer (a real API's answers vary)",
+    )
+    server.add_argument(
         "--state-file",
         type=Path,
         metavar="PATH",
@@ -933,6 +954,7 @@ def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
             rate_per_s=ns.rate or None,
             ip_rate_per_s=ns.ip_rate or None,
             latency_s=ns.latency_ms / 1000,
+            latency_jitter_s=ns.latency_jitter_ms / 1000,
             faults=ns.faults,
             seed=ns.seed,
             hang_s=ns.hang_s,

@@ -583,6 +583,27 @@ async def test_admin_state_and_reset(session: aiohttp.ClientSession, sim: Runnin
     assert (await call(session, sim, message_path(ids[0]))).json() == {"cancelledCount": 1}
 
 
+def test_latency_jitter_draws_evenly_and_leaves_the_faults_be() -> None:
+    """Each answer waits latency_s plus an even draw of up to latency_jitter_s; the draws are
+    seeded (a reset replays them) and apart from the fault draws, which stay as without jitter."""
+    faults = Faults(http_503=0.3)
+    plain = simulator._Simulator(
+        SimulatorConfig(faults=faults, seed=4), SimulatorState(), web.Response
+    )
+    config = SimulatorConfig(latency_s=0.1, latency_jitter_s=0.05, faults=faults, seed=4)
+    jittered = simulator._Simulator(config, SimulatorState(), web.Response)
+    waits = []
+    for _ in range(2000):
+        waits.append(jittered._latency())
+        assert jittered._draw_fault() == plain._draw_fault()
+    assert all(0.1 <= w < 0.15 for w in waits)
+    assert min(waits) < 0.101 and max(waits) > 0.149
+    assert sum(waits) / len(waits) == pytest.approx(0.125, abs=0.002)
+    jittered.reset()
+    assert [jittered._latency() for _ in range(5)] == waits[:5]
+    assert plain._latency() == 0.0
+
+
 async def test_latency_overlaps_concurrent_requests(session: aiohttp.ClientSession) -> None:
     """latency_s delays each answer; concurrent requests all arrive before the first is answered."""
     async with running_simulator(SimulatorConfig(latency_s=0.5)) as sim:
@@ -713,7 +734,7 @@ def test_flags_build_the_config(tmp_path: Path) -> None:
     ns = _parser().parse_args(
         [
             "--host", "127.0.0.2", "--port", "0", "--rate", "0", "--ip-rate", "50",
-            "--latency-ms", "25", "--faults", "http_503=0.1,hang=0.01", "--seed", "9",
+            "--latency-ms", "25", "--latency-jitter-ms", "40", "--faults", "http_503=0.1,hang=0.01", "--seed", "9",
             "--api-key", "k1", "--api-key", "k2", "--rejected-subaccount", "bad_sub",
             "--not-found-ratio", "0.1", "--already-sent-ratio", "0.2",
             "--repeat-cancel", "not_found", "--state-file", str(tmp_path / "s.json"),
@@ -731,6 +752,7 @@ def test_flags_build_the_config(tmp_path: Path) -> None:
         rate_per_s=None,
         ip_rate_per_s=50,
         latency_s=0.025,
+        latency_jitter_s=0.04,
         faults=Faults(http_503=0.1, hang=0.01),
         seed=9,
         hang_s=45.0,
