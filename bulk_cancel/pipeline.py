@@ -99,33 +99,29 @@ class _Slot:
     keeps each gate's :class:`~bulk_cancel.policy.Flight` until the answer lands.
     """
 
-    __slots__ = ("_clock", "_gate", "_ip", "at", "flight", "ip_flight")
+    __slots__ = ("_clock", "_gate", "_ip", "at", "flights")
 
     def __init__(self, gate: RateGate, ip: RateGate | None, clock: Callable[[], float]) -> None:
         self._gate = gate
         self._ip = ip
         self._clock = clock
         self.at = 0.0
-        self.flight: Flight | None = None
-        self.ip_flight: Flight | None = None
+        self.flights: list[tuple[RateGate, Flight]] = []  # taken for the request about to leave
 
     async def __call__(self) -> None:
-        flight = self.flight = await self._gate.acquire()
-        if self._ip is not None:
-            self.ip_flight = await self._ip.acquire()
-            self.ip_flight.sent = flight.sent = self.at = self._clock()
-        else:
-            flight.sent = self.at = self._clock()
+        for gate in (self._gate, self._ip):
+            if gate is not None:
+                self.flights.append((gate, await gate.acquire()))
+        self.at = self._clock()
+        for _, flight in self.flights:
+            flight.sent = self.at
 
     def land(self, exchange: Exchange) -> None:
         """Tell the gates how the request they let out ended (if they let one out)."""
         answered, sent = exchange.status is not None, exchange.request_sent
-        flight, self.flight = self.flight, None
-        if flight is not None:
-            self._gate.landed(flight, answered=answered, sent=sent)
-        flight, self.ip_flight = self.ip_flight, None
-        if flight is not None and self._ip is not None:
-            self._ip.landed(flight, answered=answered, sent=sent)
+        for gate, flight in self.flights:
+            gate.landed(flight, answered=answered, sent=sent)
+        self.flights.clear()
 
 
 class _Stamp:

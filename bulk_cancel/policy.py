@@ -181,11 +181,10 @@ def pace(ceiling_per_s: float) -> tuple[float, int]:
 class Flight:
     """One request let out by a :class:`RateGate`, until :meth:`RateGate.landed` hears of it."""
 
-    __slots__ = ("counted", "landed", "placed", "queued", "sent")
+    __slots__ = ("counted", "placed", "queued", "sent")
 
     def __init__(self, sent: float) -> None:
         self.sent = sent
-        self.landed = False
         self.counted = True  # in the gate's count of requests that may be arriving now
         self.placed = False  # counted where it arrived at the latest, or known never sent
         self.queued = True  # in the gate's list of flights in the order they left
@@ -279,9 +278,7 @@ class RateGate:
         while flights and (flights[0].placed or flights[0].sent <= expired):
             flight = flights.popleft()
             flight.queued = False
-            if flight.counted:
-                flight.counted = False
-                self._unanswered -= 1
+            self._uncount(flight)
         fastest = self._fastest
         while len(fastest) > 1 and fastest[0][0] <= now - RTT_MEMORY_S:
             fastest.popleft()  # the newest answer always stays: the window may hold it
@@ -305,6 +302,10 @@ class RateGate:
 
     def _place(self, flight: Flight) -> None:
         flight.placed = True
+        self._uncount(flight)
+
+    def _uncount(self, flight: Flight) -> None:
+        """No longer count *flight* as arriving now."""
         if flight.counted:
             flight.counted = False
             self._unanswered -= 1
@@ -337,11 +338,8 @@ class RateGate:
     def landed(self, flight: Flight, *, answered: bool, sent: bool = True) -> None:
         """*flight*'s exchange ended: with an answer (it arrived by ``now - min_rtt``), without
         one (it may have arrived just now), or before the request was *sent* at all."""
-        if flight.landed:
-            return
-        flight.landed = True
         if flight.placed:
-            return  # placed already by a later request's answer
+            return  # reported already, or placed by the answer of a request sent after it
         self._place(flight)
         if not sent:
             return

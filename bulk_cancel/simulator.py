@@ -468,9 +468,7 @@ class _Simulator:
         self.config = config
         self.state = state
         self._response = response
-        self._rng = random.Random(config.seed)
-        # Its own draws: a jittered latency leaves a seeded run's faults as they were.
-        self._latency_rng = random.Random(f"{config.seed}:latency")
+        self._seed_draws()
         # Cumulative bands for the single fault draw: [(upper bound, fault), ...].
         bands: list[tuple[float, str]] = []
         total = 0.0
@@ -484,8 +482,13 @@ class _Simulator:
     def reset(self) -> None:
         """Forget the state and replay the same fault draws from the start."""
         self.state.reset()
-        self._rng = random.Random(self.config.seed)
-        self._latency_rng = random.Random(f"{self.config.seed}:latency")
+        self._seed_draws()
+
+    def _seed_draws(self) -> None:
+        seed = self.config.seed
+        self._rng = random.Random(seed)
+        # Its own draws: a jittered latency leaves a seeded run's faults as they were.
+        self._latency_rng = random.Random(f"{seed}:latency")
 
     def _answer(
         self,
