@@ -41,6 +41,7 @@ from bulk_cancel.simulator import (
     running_simulator,
     serve,
 )
+from bulk_cancel.simulator.app import _Simulator
 
 SUB = "acme_hq"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -587,11 +588,11 @@ def test_latency_jitter_draws_evenly_and_leaves_the_faults_be() -> None:
     """Each answer waits latency_s plus an even draw of up to latency_jitter_s; the draws are
     seeded (a reset replays them) and apart from the fault draws, which stay as without jitter."""
     faults = Faults(http_503=0.3)
-    plain = simulator._Simulator(
+    plain = _Simulator(
         SimulatorConfig(faults=faults, seed=4), SimulatorState(), web.Response
     )
     config = SimulatorConfig(latency_s=0.1, latency_jitter_s=0.05, faults=faults, seed=4)
-    jittered = simulator._Simulator(config, SimulatorState(), web.Response)
+    jittered = _Simulator(config, SimulatorState(), web.Response)
     waits = []
     for _ in range(2000):
         waits.append(jittered._latency())
