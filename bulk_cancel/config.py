@@ -734,12 +734,17 @@ def to_run_settings(
     )
 
 
+#: Keys at least this long are shown with their last four characters (a third at most).
+MASK_TAIL_FROM: Final = 12
+
+
 def mask_key(key: str | None) -> str:
-    """How ``config show`` tells of the API key: never the key, at most its last 4 characters."""
+    """How ``config show`` tells of the API key: ``set (****abcd)``, never more than its last 4
+    characters, and those only for a key of :data:`MASK_TAIL_FROM` characters or more (a
+    shorter key would be too much given away by its tail): ``set (****)``."""
     if not key:
         return "not set"
-    # A short key would be mostly given away by its tail.
-    return f"set (****{key[-4:]})" if len(key) >= 16 else "set"
+    return f"set (****{key[-4:]})" if len(key) >= MASK_TAIL_FROM else "set (****)"
 
 
 def show_data(resolved: ResolvedSettings) -> dict[str, dict[str, Any]]:

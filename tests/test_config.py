@@ -354,7 +354,15 @@ def test_config_show_masks_the_key(
         code, out, err = run_main(capsys, "config", "show", "--format", fmt)
         assert code == 0 and API_KEY not in out + err and API_KEY[:-4] not in out + err
         assert f"set (****{API_KEY[-4:]})" in out
-    assert config.mask_key("short-key") == "set"
+
+
+def test_the_masked_key_has_the_shape_the_readme_promises() -> None:
+    """`set (****abcd)` for a key of 12 characters or more, `set (****)` below: never more than 4."""
+    assert config.mask_key("abcdefgh1234") == "set (****1234)"
+    assert config.mask_key("abcdefg1234") == "set (****)"
+    assert config.mask_key("") == "not set"
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "`set (****abcd)`" in readme and f"{config.MASK_TAIL_FROM} characters" in readme
 
 
 def test_a_bad_job_file_exits_2_with_one_line(

@@ -284,11 +284,11 @@ async def test_metrics_cover_every_file_an_invocation_runs(tmp_path: Path) -> No
     first, second = (read_summary(s.output) for s in runs.settings)
     got = metrics(prom)
     assert got['bulk_cancel_rows{job="nightly",outcome="cancelled"}'] == 50
-    assert got['bulk_cancel_requests_total{job="nightly"}'] == requests
+    assert got['bulk_cancel_requests{job="nightly"}'] == requests
     assert requests == first["requests"] + second["requests"]
     retries = first["retries"] + second["retries"]
-    assert retries > 0 and got['bulk_cancel_retries_total{job="nightly"}'] == retries
-    assert got['bulk_cancel_cancelled_total{job="nightly"}'] == 50
+    assert retries > 0 and got['bulk_cancel_retries{job="nightly"}'] == retries
+    assert got['bulk_cancel_cancelled_messages{job="nightly"}'] == 50
     assert got['bulk_cancel_runs{job="nightly"}'] == 2
     assert got['bulk_cancel_duration_seconds{job="nightly"}'] >= (
         first["elapsed_s"] + second["elapsed_s"] - 0.01
@@ -305,7 +305,7 @@ async def test_metrics_cover_every_file_an_invocation_runs(tmp_path: Path) -> No
     idle = metrics(prom)
     assert idle['bulk_cancel_runs{job="nightly"}'] == 0
     assert idle['bulk_cancel_rows{job="nightly",outcome="cancelled"}'] == 0
-    assert idle['bulk_cancel_requests_total{job="nightly"}'] == 0
+    assert idle['bulk_cancel_requests{job="nightly"}'] == 0
     assert idle['bulk_cancel_last_success_timestamp_seconds{job="nightly"}'] >= success
 
 
