@@ -143,12 +143,9 @@ def summary_table(
     summary: Mapping[str, Any], stream: IO[str] | None = None, *, tty: bool = False
 ) -> None:
     """Print the end-of-run summary: outcomes with counts and shares, totals, where things are."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(
-        file=stream, force_terminal=tty, width=100 if not tty else None, highlight=False
-    )
+    console = _console(file=stream, force_terminal=tty, width=100 if not tty else None)
     counts: Mapping[str, int] = summary["counts"]
     total = sum(counts.values()) or 1
     table = Table(title="bulk-cancel summary", title_justify="left")
@@ -176,6 +173,18 @@ def summary_table(
         retry = _retry_failed_command(summary)
         if retry and (counts.get("failed") or counts.get("not_attempted")):
             _print_command(console, "to re-send only the failures", retry)
+
+
+def _console(**kwargs: Any) -> Any:
+    """A rich console for tables; on a closed pipe it raises BrokenPipeError like print() (rich
+    would exit 1 by itself), so that the CLI ends every command the same quiet way."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return _Console(highlight=False, **kwargs)
 
 
 def _print_command(console: Any, label: str, command: str) -> None:
@@ -251,10 +260,9 @@ def summary_from_ledger(path: Path) -> dict[str, Any]:
 
 def plan_table(plan: Mapping[str, Any], stream: IO[str] | None = None) -> None:
     """Print a dry run's plan for people: what would be sent, where, and what was refused."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=stream, highlight=False)
+    console = _console(file=stream)
     console.print(
         f"rows {plan['input_rows']:,} · unique {plan['unique']:,} · duplicates {plan['duplicates']:,} · "
         f"blank {plan['blank_rows']:,} · to send {plan['to_send']:,}"

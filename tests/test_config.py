@@ -95,10 +95,10 @@ def test_flags_not_given_are_not_flags() -> None:
 
 def test_flag_values_are_checked_by_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
     """A bad flag value is a usage error (exit 2) saying what is wrong."""
-    with pytest.raises(SystemExit) as exit_:
+    with pytest.raises(cli.BadUsage, match="must be a number above 0"):
         flags("--rate", "-3")
-    assert exit_.value.code == 2
-    assert "must be a number above 0" in capsys.readouterr().err
+    code, _, err = run_main(capsys, "run", "--rate", "-3", "--log-format", "console")
+    assert code == 2 and "must be a number above 0" in err.splitlines()[-1]
 
 
 # ------------------------------------------------------------------------------ precedence
@@ -370,7 +370,7 @@ def test_a_bad_job_file_exits_2_with_one_line(
 ) -> None:
     """`run` with a mistyped job file: exit 2, one line naming the file and the key, no trace."""
     job = write(tmp_path / "j.toml", 'input = "x.csv"\nmax_row = 5\n')
-    code, out, err = run_main(capsys, "run", str(job))
+    code, out, err = run_main(capsys, "run", str(job), "--log-format", "console")
     assert code == 2 and out == ""
     assert err.strip().splitlines() == [
         f"bulk-cancel: error: {job}: unknown key 'max_row'; did you mean 'max_rows'? "

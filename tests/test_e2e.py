@@ -206,11 +206,11 @@ def test_exhausted_retries_fail_with_exit_1(tmp_path: Path) -> None:
     summary = read_summary(out)
     assert "--resume" in summary["resume_command"]
     # Off a terminal (cron mail, CI log) the command to re-send the failures is on stderr too,
-    # and in the final JSON event.
+    # as JSON events like every other line there.
     retry = summary["retry_failed_command"]
-    assert f"bulk-cancel: to re-send the failures: {retry}\n" in ran.stderr
-    finished = [json.loads(line) for line in ran.stderr.splitlines() if '"run.finished"' in line]
-    assert finished and finished[0]["retry_failed_command"] == retry
+    events = {e["event"]: e for e in map(json.loads, ran.stderr.splitlines())}
+    assert events["run.retry_hint"]["command"] == retry
+    assert events["run.finished"]["retry_failed_command"] == retry
 
 
 def test_bad_input_exits_2_with_one_line_and_sends_nothing(tmp_path: Path) -> None:

@@ -396,7 +396,9 @@ def test_overlapping_cron_runs_exit_2_and_touch_nothing(tmp_path: Path) -> None:
     with job_lock(tmp_path / "processing" / ".nightly.lock", "nightly"):
         ran = bulk_cancel("run", job, "--base-url", "http://127.0.0.1:9")
     assert ran.code == 2, ran.stderr
-    assert "bulk-cancel: error: job 'nightly' is already running" in ran.stderr
+    (error,) = [json.loads(line) for line in ran.stderr.splitlines()]  # off a terminal: JSON
+    assert error["event"] == "run.error" and error["exit_code"] == 2
+    assert error["message"].startswith("job 'nightly' is already running")
     assert names(tmp_path / "incoming") == ["h.csv"]
 
 
@@ -408,8 +410,11 @@ def interrupted(proc: subprocess.Popen[str], sim: SimProcess, sig: int) -> tuple
     wait_for_requests(sim, 20)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    printed = re.search(r"^bulk-cancel: interrupted; nothing is lost\. To finish: (.+)$", err, re.M)
-    assert printed, err
+    # Off a terminal stderr is JSON only: the message comes as the run.stopped event.
+    stopped = [e for e in map(json.loads, err.splitlines()) if e["event"] == "run.stopped"]
+    assert stopped, err
+    printed = re.search(r"^interrupted; nothing is lost\. To finish: (.+)$", stopped[-1]["message"])
+    assert printed, stopped
     return proc.returncode, printed.group(1)
 
 
