@@ -338,6 +338,9 @@ def _tell(settings: Any, result: Any, *, tty: bool, json: bool) -> None:
         import structlog
 
         log = structlog.get_logger("bulk_cancel")
+        if result.nothing_to_do:
+            log.info("run.nothing_to_do", message=result.message, exit_code=summary["exit_code"])
+            return
         log.info(
             "run.summary",
             counts={k: v for k, v in summary["counts"].items() if v},
@@ -354,6 +357,9 @@ def _tell(settings: Any, result: Any, *, tty: bool, json: bool) -> None:
             from .display import summary_table
 
             summary_table(summary, sys.stdout, tty=True)
+        return
+    if result.nothing_to_do:
+        print(f"bulk-cancel: {result.message}", file=sys.stderr)
         return
     if tty:
         from .display import summary_table
@@ -388,9 +394,10 @@ def _ask(plan: dict[str, Any]) -> bool:
     shown = ", ".join(f"{sub} ({n:,})" for sub, n in subs[:5])
     more = f" and {len(subs) - 5} more" if len(subs) > 5 else ""
     try:
+        lead = {"resume": "Resume the run: cancel", "retry": "Re-send the failures: cancel"}
         answer = input(
-            f"Cancel {plan['to_send']:,} scheduled messages in subaccount(s) {shown}{more} "
-            f"via {plan['base_url']}? [y/N] "
+            f"{lead.get(plan.get('mode', 'first'), 'Cancel')} {plan['to_send']:,} scheduled "
+            f"messages in subaccount(s) {shown}{more} via {plan['base_url']}? [y/N] "
         )
     except EOFError:
         return False

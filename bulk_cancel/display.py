@@ -164,15 +164,34 @@ def summary_table(
         f"input rows {summary.get('input_rows', 0):,} · duplicates {summary.get('duplicates', 0):,} · "
         f"requests {summary.get('requests', 0):,} · retries {summary.get('retries', 0):,}"
     )
+    attempts = summary.get("attempts") or []
+    over = f" over {len(attempts)} attempts" if len(attempts) > 1 else ""
     console.print(
-        f"elapsed {elapsed:.1f} s · achieved {summary.get('achieved_rate_per_s', 0):,.1f} requests/s"
+        f"elapsed {elapsed:.1f} s{over} · achieved "
+        f"{summary.get('achieved_rate_per_s', 0):,.1f} requests/s"
     )
+    if len(attempts) > 1:
+        for n, attempt in enumerate(attempts, 1):
+            console.print(f"  {_attempt_line(n, attempt)}", markup=False)
     console.print(f"results: {summary.get('results')} · ledger: {summary.get('ledger')}")
     if summary.get("resume_command"):
         _print_command(console, "to finish or retry", str(summary["resume_command"]))
         retry = _retry_failed_command(summary)
         if retry and (counts.get("failed") or counts.get("not_attempted")):
             _print_command(console, "to re-send only the failures", retry)
+
+
+def _attempt_line(n: int, attempt: Mapping[str, Any]) -> str:
+    """One attempt of a run (first, resume, retry) as the summary lists it."""
+    if attempt.get("finished_at") is None:
+        return (
+            f"{n}. {attempt.get('mode')} at {attempt.get('started_at')}: did not finish (killed?)"
+        )
+    return (
+        f"{n}. {attempt.get('mode')} at {attempt.get('started_at')}: "
+        f"{attempt.get('elapsed_s') or 0:.1f} s, {attempt.get('requests') or 0:,} requests, "
+        f"exit {attempt.get('exit_code')}"
+    )
 
 
 def _console(**kwargs: Any) -> Any:
@@ -235,23 +254,29 @@ def load_summary(path: Path) -> dict[str, Any]:
 
 def summary_from_ledger(path: Path) -> dict[str, Any]:
     """Rebuild the tallies from a ledger (a run that was killed before writing its summary)."""
-    from .ledger import Ledger
+    from .ledger import Ledger, attempt_totals
 
     ledger = Ledger.read_only(path)
     try:
         meta = ledger.meta()
         counts = ledger.counts()
         unique, cancelled = ledger.totals()
+        attempts = ledger.attempts()
     finally:
         ledger.close()
+    elapsed_s = attempt_totals(attempts)["elapsed_s"]
+    requests = meta.get("requests", 0)
     return {
         "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
         "cancelled_total": cancelled,
         "input_rows": meta.get("input_rows", 0),
         "unique": unique,
         "duplicates": meta.get("duplicates", 0),
-        "requests": meta.get("requests", 0),
+        "requests": requests,
         "retries": meta.get("retries", 0),
+        "elapsed_s": elapsed_s,
+        "achieved_rate_per_s": round(requests / elapsed_s, 1) if elapsed_s else 0.0,
+        "attempts": attempts,
         "results": None,
         "ledger": str(path),
         "rebuilt_from_ledger": True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -319,3 +320,88 @@ def test_ctrl_c_while_reading_stops_without_sending(tmp_path: Path) -> None:
     assert code == 130, err
     assert "nothing was sent" in err
     assert not ledger.exists() and not out.exists()
+
+
+def _wrong_key_run(src: Path, out: Path, url: str) -> int:
+    """A first run with a key the simulator refuses; how many requests it got in."""
+    ran = bulk_cancel(
+        "run", "--input", src, "--subaccount", SUB, "--output", out, "--base-url", url,
+        "--concurrency", "8", key="a-wrong-key",
+    )  # fmt: skip
+    assert ran.code == 3, ran.stderr
+    counts = Counter(r["outcome"] for r in read_results(out))
+    assert counts["auth_failed"] > 0 and counts["not_attempted"] > 0
+    return counts["auth_failed"]
+
+
+def test_after_a_wrong_key_resume_with_the_right_one_sends_the_refused_rows(
+    tmp_path: Path,
+) -> None:
+    """A 401 applied nothing: --resume with the fixed key re-sends the auth_failed rows too, and
+    the summary speaks for both attempts (counts, requests and elapsed, each and in total)."""
+    ids = umids(3000, seed=21)
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in ids])
+    out = tmp_path / "results.csv"
+    with simulator("--api-key", API_KEY) as sim:
+        refused = _wrong_key_run(src, out, sim.url)
+        first_requests = sim.state()["requests"]
+        assert first_requests == refused
+        resumed = bulk_cancel(
+            "run", "--input", src, "--subaccount", SUB, "--output", out, "--base-url", sim.url,
+            "--resume",
+        )  # fmt: skip
+        state = sim.state(ids=True)
+    assert resumed.code == 0, resumed.stderr
+    assert Counter(r["outcome"] for r in read_results(out)) == {"cancelled": 3000}
+    assert len(state["cancelled"]) == 3000 and state["requests"] == first_requests + 3000
+    summary = read_summary(out)
+    first, second = summary["attempts"]
+    assert (first["mode"], first["exit_code"], first["requests"]) == ("first", 3, refused)
+    assert (second["mode"], second["exit_code"], second["requests"]) == ("resume", 0, 3000)
+    assert summary["requests"] == refused + 3000
+    assert summary["elapsed_s"] == round(first["elapsed_s"] + second["elapsed_s"], 3)
+    assert second["elapsed_s"] > 0
+    report = bulk_cancel("report", out, key=None)
+    assert "over 2 attempts" in report.stdout and "2. resume at" in report.stdout
+
+
+def test_after_a_wrong_key_retry_failed_sends_the_refused_and_unsent_rows(
+    tmp_path: Path,
+) -> None:
+    """--retry-failed after a refused key re-sends auth_failed and not_attempted rows, and a
+    retry with nothing left to send says so instead of recording an empty run."""
+    ids = umids(400, seed=22)
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in ids])
+    out = tmp_path / "results.csv"
+    with simulator("--api-key", API_KEY) as sim:
+        _wrong_key_run(src, out, sim.url)
+        retried = bulk_cancel("run", "--retry-failed", "--output", out, "--base-url", sim.url)
+        assert retried.code == 0, retried.stderr
+        assert Counter(r["outcome"] for r in read_results(out)) == {"cancelled": 400}
+        before = read_summary(out)
+        empty = bulk_cancel("run", "--retry-failed", "--output", out, "--base-url", sim.url)
+        assert sim.state()["requests"] == before["requests"]  # nothing sent
+    assert empty.code == 0, empty.stderr
+    events = [json.loads(line) for line in empty.stderr.splitlines()]
+    (note,) = [e for e in events if e["event"] == "run.nothing_to_do"]
+    assert note["message"].startswith("nothing to re-send")
+    assert "run.started" not in {e["event"] for e in events}
+    after = read_summary(out)
+    assert [a["mode"] for a in after["attempts"]] == ["first", "retry"]
+    assert after["elapsed_s"] == before["elapsed_s"] > 0
+
+
+def test_a_resume_that_leaves_refused_rows_unsent_never_exits_0(tmp_path: Path) -> None:
+    """Still the wrong key on --resume: the refused rows are tried again, and the exit is 3."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(300, seed=23)])
+    out = tmp_path / "results.csv"
+    with simulator("--api-key", API_KEY) as sim:
+        _wrong_key_run(src, out, sim.url)
+        before = sim.state()["requests"]
+        again = bulk_cancel(
+            "run", "--input", src, "--subaccount", SUB, "--output", out, "--base-url", sim.url,
+            "--resume", "--concurrency", "8", key="still-wrong-key",
+        )  # fmt: skip
+        assert sim.state()["requests"] > before  # the refused rows were sent again
+    assert again.code == 3
+    assert read_summary(out)["exit_code"] == 3

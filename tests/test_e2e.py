@@ -485,3 +485,27 @@ def test_a_signal_at_the_prompt_stops_at_once_and_leaves_nothing(
         again = bulk_cancel(*run_args(src, out, sim.url))  # the same command simply runs again
     assert again.code == 0, again.stderr
     assert check_accounting(out, 20) == {"cancelled": 20}
+
+
+def test_on_a_terminal_a_resume_asks_first_and_a_no_leaves_the_ledger_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """--resume on a terminal asks as the first run did: n sends nothing and keeps the ledger."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(200, seed=83)])
+    out = tmp_path / "results.csv"
+    with simulator("--api-key", API_KEY) as sim:
+        first = bulk_cancel(*run_args(src, out, sim.url, "--concurrency", "4"), key="wrong-key")
+        assert first.code == 3
+        sent = sim.state()["requests"]
+        ledger = (tmp_path / "results.ledger.sqlite").read_bytes()
+        declined = on_terminal(*run_args(src, out, sim.url, "--resume"), answer="n")
+        assert sim.state()["requests"] == sent
+        assert declined.code == 2, declined.stdout
+        assert "Resume the run: cancel 200 scheduled messages in subaccount(s) acme_hq (200)" in (
+            declined.stdout
+        )
+        assert (tmp_path / "results.ledger.sqlite").read_bytes() == ledger
+        accepted = on_terminal(*run_args(src, out, sim.url, "--resume"), answer="y")
+        assert sim.state()["requests"] == sent + 200
+    assert accepted.code == 0, accepted.stdout
+    assert check_accounting(out, 200) == {"cancelled": 200}
