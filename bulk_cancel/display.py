@@ -177,8 +177,11 @@ def summary_table(
     if summary.get("resume_command"):
         _print_command(console, "to finish or retry", str(summary["resume_command"]))
         retry = _retry_failed_command(summary)
-        if retry and (counts.get("failed") or counts.get("not_attempted")):
+        resendable = ("failed", "not_attempted", "auth_failed", "subaccount_rejected")
+        if retry and any(counts.get(outcome) for outcome in resendable):
             _print_command(console, "to re-send only the failures", retry)
+        for note in summary.get("command_notes") or []:
+            console.print(f"note: {note}", soft_wrap=True, markup=False)
 
 
 def _attempt_line(n: int, attempt: Mapping[str, Any]) -> str:

@@ -30,7 +30,7 @@ from .ledger import Ledger, attempt_totals, ledger_path
 from .model import RESULT_COLUMNS, Kind, Outcome, Result
 from .normalize import canonical_uuid, clean
 from .pipeline import Pipeline, PipelineSettings, Progress, RunReport, StopReason
-from .settings import DEFAULT_BASE_URL, RunSettings
+from .settings import RunSettings
 
 log = structlog.get_logger("bulk_cancel")
 
@@ -109,24 +109,17 @@ def _job_file(settings: RunSettings) -> list[str]:
 
 
 def _what_is_sent(settings: RunSettings) -> list[str]:
-    """Flags for the settings that decide what is read and where it is sent: a resume repeats
-    them, whatever layer they came from, so the environment of the next shell cannot change them."""
-    s = settings
-    parts: list[str] = []
-    for flag, value in (
-        ("--subaccount", s.subaccount),
-        ("--column", s.column),
-        ("--subaccount-column", s.subaccount_column),
-        ("--sheet", s.sheet),
-        ("--encoding", s.encoding),
-        ("--batch-id", s.batch_id),
-        ("--base-url", None if s.base_url == DEFAULT_BASE_URL else s.base_url),
-    ):
-        if value is not None:
-            parts += [flag, value]
-    if s.allow_insecure_http:
-        parts.append("--allow-insecure-http")
-    return parts
+    """The flags of every setting that shapes the traffic or decides what is read and where it
+    is sent (the registry's ``in_commands``), whatever layer set it: the environment or config
+    of the next shell cannot change them."""
+    flags, _ = settings.command_flags
+    return list(flags)
+
+
+def command_notes(settings: RunSettings) -> list[str]:
+    """What the printed commands need from the user (a password left out of them)."""
+    _, notes = settings.command_flags
+    return list(notes)
 
 
 class Runner:
@@ -625,6 +618,8 @@ class Runner:
         if exit_code != ExitCode.OK:
             summary["resume_command"] = resume_command(s)
             summary["retry_failed_command"] = retry_failed_command(s)
+            if command_notes(s):
+                summary["command_notes"] = command_notes(s)
         return summary
 
     def _write_outputs(self, ledger: Ledger, summary: dict[str, Any]) -> None:
@@ -641,6 +636,11 @@ class Runner:
         log.info("run.finished", **{k: summary[k] for k in keys if k in summary})
 
     def _closing_message(self, report: RunReport) -> str | None:
+        message = self._stop_message(report)
+        notes = command_notes(self.settings)
+        return f"{message} ({'; '.join(notes)})" if message and notes else message
+
+    def _stop_message(self, report: RunReport) -> str | None:
         s = self.settings
         if report.stop_reason == StopReason.AUTH:
             return (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,7 +14,15 @@ from collections import Counter
 from pathlib import Path
 
 from conftest import API_KEY, umids
-from e2e import SimProcess, bulk_cancel, read_results, read_summary, simulator, write_csv
+from e2e import (
+    SimProcess,
+    bulk_cancel,
+    read_results,
+    read_summary,
+    run_printed,
+    simulator,
+    write_csv,
+)
 
 SUB = "acme_hq"
 
@@ -405,3 +414,46 @@ def test_a_resume_that_leaves_refused_rows_unsent_never_exits_0(tmp_path: Path) 
         assert sim.state()["requests"] > before  # the refused rows were sent again
     assert again.code == 3
     assert read_summary(out)["exit_code"] == 3
+
+
+def test_the_printed_commands_keep_the_traffic_settings_from_every_layer(tmp_path: Path) -> None:
+    """Rate from a flag, attempts from the environment, timeout from the config file: the printed
+    resume and retry commands repeat them, so pasted into a clean shell they send the same way."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(20, seed=24)])
+    out = tmp_path / "results.csv"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("timeout = 7.5\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EIGHTX8_", "BULK_CANCEL_"))}
+    env |= {
+        "EIGHTX8_API_KEY": API_KEY,
+        "BULK_CANCEL_MAX_ATTEMPTS": "2",
+        "BULK_CANCEL_CONFIG": str(cfg),
+    }
+    with simulator("--faults", "http_503=1.0") as sim:
+        first = subprocess.run(
+            [
+                sys.executable, "-m", "bulk_cancel", "run", "--input", str(src), "--subaccount",
+                SUB, "--output", str(out), "--base-url", sim.url, "--rate", "150",
+                "--concurrency", "4", "--failure-threshold", "1",
+            ],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert first.returncode == 1, first.stderr
+    summary = read_summary(out)
+    for command in (summary["resume_command"], summary["retry_failed_command"]):
+        words = shlex.split(command)
+        for flag, value in (
+            ("--rate", "150"),
+            ("--concurrency", "4"),
+            ("--max-attempts", "2"),
+            ("--timeout", "7.5"),
+            ("--failure-threshold", "1"),
+            ("--base-url", sim.url),
+        ):
+            assert words[words.index(flag) + 1] == value, (flag, command)
+    with simulator("--port", sim.url.rsplit(":", 1)[-1]):
+        again = run_printed(summary["resume_command"])  # a clean environment, no config
+    assert again.code == 0, again.stderr
+    used = read_summary(out)["settings"]
+    assert (used["rate_per_s"], used["concurrency"], used["timeout_s"]) == (150, 4, 7.5)
+    assert used["retry"]["max_attempts"] == 2
