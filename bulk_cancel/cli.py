@@ -154,7 +154,9 @@ def build_parser() -> _Parser:
         "report",
         help="show a past run's summary",
         description="Print the summary of a past run, from its results file, summary JSON or ledger.",
-        epilog="example:\n  bulk-cancel report out/results.csv --format json",
+        epilog="examples:\n  bulk-cancel report out/results.csv --format json\n"
+        "  bulk-cancel report out/results.csv --by subaccount\n"
+        "  bulk-cancel report out/results.csv --by campaign   # a column of the input file",
         formatter_class=_Formatter,
     )
     report.add_argument(
@@ -165,6 +167,12 @@ def build_parser() -> _Parser:
     )
     report.add_argument(
         "--format", choices=("table", "json"), default="table", help="output format"
+    )
+    report.add_argument(
+        "--by",
+        metavar="subaccount|COLUMN",
+        help="also break the rows down by outcome per subaccount, or per value of one of the "
+        "input's own columns (kept in the ledger), e.g. --by campaign",
     )
     report.set_defaults(handler=_cmd_report, usage_parser=report)
 
@@ -464,13 +472,20 @@ def _print_plan(settings: Any, fmt: str = "json") -> int:
 def _cmd_report(ns: argparse.Namespace) -> int:
     import json
 
-    from .display import load_summary, summary_table
+    from .display import breakdown_table, load_breakdown, load_summary, summary_table
 
     summary = load_summary(ns.path)
+    breakdown = load_breakdown(ns.path, ns.by) if ns.by else None
     if ns.format == "json":
-        print(json.dumps(summary, indent=2))
+        print(
+            json.dumps(
+                summary if breakdown is None else {**summary, "breakdown": breakdown}, indent=2
+            )
+        )
     else:
         summary_table(summary, sys.stdout, tty=sys.stdout.isatty())
+        if breakdown is not None:
+            breakdown_table(breakdown, sys.stdout)
     return int(ExitCode.OK)
 
 

@@ -255,6 +255,86 @@ def load_summary(path: Path) -> dict[str, Any]:
     )
 
 
+def load_breakdown(path: Path, by: str) -> dict[str, Any]:
+    """Rows by outcome per subaccount (*by* ``subaccount``) or per value of an input column, from
+    the run's ledger, else from a CSV results file: ``{"by": …, "groups": {value: {outcome: n}}}``.
+    """
+    import difflib
+
+    from .ledger import Ledger, ledger_path
+
+    name = path.name
+    if name.endswith(".ledger.sqlite"):
+        ledger_file = path
+    elif name.endswith(".summary.json"):
+        ledger_file = path.with_name(name.removesuffix(".summary.json") + ".ledger.sqlite")
+    else:
+        ledger_file = ledger_path(path)
+    if ledger_file.is_file():
+        ledger = Ledger.read_only(ledger_file)
+        try:
+            columns = list(ledger.meta().get("extra_columns", []))
+            if by == "subaccount":
+                return {"by": by, "groups": ledger.breakdown()}
+            index = _column_index(by, columns, ledger_file)
+            return {"by": columns[index], "groups": ledger.breakdown(index)}
+        finally:
+            ledger.close()
+    if path.suffix.lower() == ".csv" and path.is_file():
+        import csv
+
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            fields = list(reader.fieldnames or [])
+            key = "subaccount_id" if by == "subaccount" else fields[_column_index(by, fields, path)]
+            groups: dict[str, dict[str, int]] = {}
+            for row in reader:
+                tally = groups.setdefault(row.get(key) or "", {})
+                tally[row["outcome"]] = tally.get(row["outcome"], 0) + 1
+        return {"by": by if by == "subaccount" else key, "groups": dict(sorted(groups.items()))}
+    hint = difflib.get_close_matches(by, ["subaccount"], n=1)
+    raise UsageError(
+        f"{path}: --by needs the run's ledger or a .csv results file beside it"
+        + (f" (did you mean --by {hint[0]}?)" if hint and hint[0] != by else "")
+    )
+
+
+def _column_index(by: str, columns: list[str], where: Path) -> int:
+    """Where column *by* is (exact, else ignoring case); UsageError naming the choices."""
+    import difflib
+
+    if by in columns:
+        return columns.index(by)
+    lowered = [c.lower() for c in columns]
+    if by.lower() in lowered:
+        return lowered.index(by.lower())
+    close = difflib.get_close_matches(by, [*columns, "subaccount"], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    shown = ", ".join(["subaccount", *columns])
+    raise UsageError(f"{where}: no column {by!r} to break down by (there are: {shown}){hint}")
+
+
+def breakdown_table(breakdown: Mapping[str, Any], stream: IO[str] | None = None) -> None:
+    """Print rows by outcome for each group, one row per group, with totals."""
+    from rich.table import Table
+
+    console = _console(file=stream, width=120)
+    groups: Mapping[str, Mapping[str, int]] = breakdown["groups"]
+    seen = {o for tally in groups.values() for o in tally}
+    outcomes = [o.value for o in Outcome if o.value in seen]
+    table = Table(title=f"by {breakdown['by']}", title_justify="left")
+    table.add_column(str(breakdown["by"]))
+    for outcome in outcomes:
+        table.add_column(outcome, justify="right")
+    table.add_column("total", justify="right")
+    for value, tally in groups.items():
+        cells = [f"{tally.get(o, 0):,}" for o in outcomes]
+        table.add_row(value or "(blank)", *cells, f"{sum(tally.values()):,}")
+    totals = [sum(t.get(o, 0) for t in groups.values()) for o in outcomes]
+    table.add_row("[bold]total", *(f"{n:,}" for n in totals), f"[bold]{sum(totals):,}")
+    console.print(table)
+
+
 def summary_from_ledger(path: Path) -> dict[str, Any]:
     """Rebuild the tallies from a ledger (a run that was killed before writing its summary)."""
     from .ledger import Ledger, attempt_totals

@@ -422,6 +422,20 @@ class Ledger:
             counts[outcome] = n
         return counts
 
+    def breakdown(self, column: int | None = None) -> dict[str, dict[str, int]]:
+        """Rows by reported outcome (as :meth:`counts`) per subaccount, or per value of the
+        input's extra column number *column* (blank for a row without it), groups by name."""
+        group = "sub" if column is None else "COALESCE(json_extract(CAST(extra AS TEXT), ?), '')"
+        args: tuple[object, ...] = () if column is None else (f"$[{int(column)}]",)
+        groups: dict[str, dict[str, int]] = {}
+        for key, outcome, n in self._conn.execute(
+            f"SELECT {group}, CASE WHEN state = 2 THEN outcome WHEN state = 1 THEN ? ELSE ? END, "
+            "COUNT(*) FROM rows GROUP BY 1, 2 ORDER BY 1, 2",
+            (*args, Outcome.FAILED.value, Outcome.NOT_ATTEMPTED.value),
+        ):
+            groups.setdefault(str(key), {})[outcome] = n
+        return groups
+
     def examples(
         self, outcome: Outcome, limit: int = 5
     ) -> list[tuple[int | None, str, str | None]]:
