@@ -316,7 +316,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     logs.configure(
         secrets=[key],
         json=json_logs,
-        level="warning" if tty and not voice.json else "info",
+        level="warning" if tty and job["log_format"] == "auto" else "info",
     )
     import structlog
 

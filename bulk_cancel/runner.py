@@ -601,6 +601,7 @@ class Runner:
             "requests": requests,
             "retries": meta.get("retries", 0),
             "requests_this_run": self.progress.requests,
+            "retries_this_run": self.progress.retries,
             "throttled_this_run": self.progress.throttled,
             "started_at": attempts[0]["started_at"] if attempts else started_at,
             "finished_at": _now(),

@@ -419,12 +419,12 @@ def write_metrics(path: Path, summary: Mapping[str, Any], *, job: str) -> None:
     scalars: list[tuple[str, str, object]] = [
         (
             "bulk_cancel_requests",
-            "Requests sent for the files the last invocation ran.",
+            "Requests the last invocation sent.",
             summary.get("requests"),
         ),
         (
             "bulk_cancel_retries",
-            "Retries sent for the files the last invocation ran.",
+            "Retries the last invocation sent.",
             summary.get("retries"),
         ),
         (

@@ -401,7 +401,8 @@ def test_after_a_wrong_key_retry_failed_sends_the_refused_and_unsent_rows(
 
 
 def test_a_resume_that_leaves_refused_rows_unsent_never_exits_0(tmp_path: Path) -> None:
-    """Still the wrong key on --resume: the refused rows are tried again, and the exit is 3."""
+    """Still the wrong key on --resume: the refused rows (first in line) are sent again, and the
+    exit is 3 while refused rows wait."""
     src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(300, seed=23)])
     out = tmp_path / "results.csv"
     with simulator("--api-key", API_KEY) as sim:
@@ -414,6 +415,8 @@ def test_a_resume_that_leaves_refused_rows_unsent_never_exits_0(tmp_path: Path) 
         assert sim.state()["requests"] > before  # the refused rows were sent again
     assert again.code == 3
     assert read_summary(out)["exit_code"] == 3
+    twice = [r for r in read_results(out) if r["attempts"] == "2"]
+    assert twice and {r["outcome"] for r in twice} == {"auth_failed"}
 
 
 def test_the_printed_commands_keep_the_traffic_settings_from_every_layer(tmp_path: Path) -> None:
