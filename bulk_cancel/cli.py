@@ -562,21 +562,13 @@ class Voice:
             event = {"event": "run.error", "message": message, "exit_code": exit_code}
             if usage:
                 event["usage"] = " ".join(usage.split())
-            _event_line(event, level="error")
+            from .logs import json_event
+
+            json_event(event, level="error")
         else:
             if usage:
                 sys.stderr.write(usage)
             print(f"bulk-cancel: error: {message}", file=sys.stderr)
-
-
-def _event_line(fields: dict[str, Any], *, level: str) -> None:
-    """One JSON event on stderr without structlog (which may not be configured yet), in its
-    shape. No key can be in it: nothing here is built from the environment's key."""
-    import json
-    from datetime import UTC, datetime
-
-    record = {**fields, "level": level, "timestamp": datetime.now(UTC).isoformat()}
-    print(json.dumps(record, default=str), file=sys.stderr)
 
 
 def _json_mode(fmt: str) -> bool:

@@ -444,7 +444,7 @@ class Runner:
                 # ledger's account of its attempts as it is (results are rebuilt all the same,
                 # for a run that was killed after its last answer).
                 summary = self._summary(ledger, report, started_wall)
-                self._write_outputs(ledger, summary)
+                self._write_outputs(ledger, summary, announce=False)
                 return RunResult(
                     exit_code=ExitCode(summary["exit_code"]),
                     summary=summary,
@@ -623,7 +623,9 @@ class Runner:
                 summary["command_notes"] = command_notes(s)
         return summary
 
-    def _write_outputs(self, ledger: Ledger, summary: dict[str, Any]) -> None:
+    def _write_outputs(
+        self, ledger: Ledger, summary: dict[str, Any], *, announce: bool = True
+    ) -> None:
         s = self.settings
         columns = [*RESULT_COLUMNS, *ledger.meta().get("extra_columns", [])]
         writers.write_results(s.output, columns, ledger.iter_results(), summary=summary)
@@ -633,8 +635,9 @@ class Runner:
             writers.write_errors(
                 writers.errors_path(s.output), columns, ledger.iter_results(outcomes=wanted)
             )
-        keys = ("counts", "exit_code", "elapsed_s", "resume_command", "retry_failed_command")
-        log.info("run.finished", **{k: summary[k] for k in keys if k in summary})
+        if announce:  # not for a resume or retry that found nothing to send
+            keys = ("counts", "exit_code", "elapsed_s", "resume_command", "retry_failed_command")
+            log.info("run.finished", **{k: summary[k] for k in keys if k in summary})
 
     def _closing_message(self, report: RunReport) -> str | None:
         message = self._stop_message(report)
