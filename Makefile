@@ -6,11 +6,16 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint demo bench clean
 
+# pip -qq: errors only. A first `make demo` should show the demo, not pip's and setuptools'
+# notes about the machine's indexes or editable installs (errors still stop make).
+PIP    := $(BIN)/python -m pip install -qq
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[dev]'
 	touch $(STAMP)
+	@echo "installed: . $(BIN)/activate puts bulk-cancel on your PATH"
 
 install: $(STAMP)
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from . import __version__
 from .errors import BulkCancelError, ConfigError, ExitCode
@@ -30,6 +34,10 @@ exit codes:
   3    stopped because the API rejected the key or a subaccount
   130  interrupted by Ctrl-C (SIGINT); 143 by SIGTERM: finish with the command it prints
        (--resume); at the prompt or while reading, nothing was sent: run it again
+  141  the reader of its output went away (| head): ended quietly by SIGPIPE
+
+Flags are exact (no prefixes). In JSON log mode (--log-format json, or auto off a terminal)
+every stderr line is a JSON object, errors included (run.error).
 """
 
 _RUN_EXAMPLE = """\
@@ -50,9 +58,43 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
+class BadUsage(Exception):
+    """A command line argparse refuses: *parser* is the (sub)command whose usage to show."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Exact flags only (a prefix such as ``--dry`` is refused, not guessed: this tool cancels
+    things), and errors raised to :func:`main`, which prints them plain or as a JSON event."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> Any:  # argparse's hook; it must not return
+        raise BadUsage(self, message)
+
+    def unknown(self, extras: list[str]) -> BadUsage:
+        """The error for flags this command does not have, with the closest ones it does."""
+        options = [o for action in self._actions for o in action.option_strings]
+        problems = []
+        for word in extras:
+            if not word.startswith("-"):
+                problems.append(f"unexpected argument {word!r}")
+                continue
+            flag = word.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else f" (see {self.prog} --help)"
+            problems.append(f"unknown flag {flag}{hint}")
+        return BadUsage(self, "; ".join(problems))
+
+
+def build_parser() -> _Parser:
     """The whole command line, cheap to build (nothing heavy is imported)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bulk-cancel",
         description="Cancel scheduled 8x8 messages in bulk: rate-limited, retried, accounted for row by row.",
         epilog=_RUN_EXAMPLE + "\n" + _EXIT_CODES,
@@ -69,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     _add_run_arguments(run)
-    run.set_defaults(handler=_cmd_run)
+    run.set_defaults(handler=_cmd_run, usage_parser=run)
 
     config = sub.add_parser(
         "config",
@@ -88,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_arguments(show)
     show.add_argument("--format", choices=("table", "json"), default="table", help="output format")
-    show.set_defaults(handler=_cmd_config_show)
+    show.set_defaults(handler=_cmd_config_show, usage_parser=show)
 
     validate = sub.add_parser(
         "validate",
@@ -106,13 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--format", choices=("table", "json"), default="table", help="output format"
     )
-    validate.set_defaults(handler=_cmd_validate)
+    validate.set_defaults(handler=_cmd_validate, usage_parser=validate)
 
     report = sub.add_parser(
         "report",
         help="show a past run's summary",
         description="Print the summary of a past run, from its results file, summary JSON or ledger.",
-        epilog="example:\n  bulk-cancel report out/results.csv --format json",
+        epilog="examples:\n  bulk-cancel report out/results.csv --format json\n"
+        "  bulk-cancel report out/results.csv --by subaccount\n"
+        "  bulk-cancel report out/results.csv --by campaign   # a column of the input file",
         formatter_class=_Formatter,
     )
     report.add_argument(
@@ -124,7 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--format", choices=("table", "json"), default="table", help="output format"
     )
-    report.set_defaults(handler=_cmd_report)
+    report.add_argument(
+        "--by",
+        metavar="subaccount|COLUMN",
+        help="also break the rows down by outcome per subaccount, or per value of one of the "
+        "input's own columns (kept in the ledger), e.g. --by campaign",
+    )
+    report.set_defaults(handler=_cmd_report, usage_parser=report)
 
     simulate = sub.add_parser(
         "simulate",
@@ -137,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import simulator  # light: aiohttp is imported inside it only when serving
 
     simulator.add_arguments(simulate)
-    simulate.set_defaults(handler=_cmd_simulate)
+    simulate.set_defaults(handler=_cmd_simulate, usage_parser=simulate)
     return parser
 
 
@@ -253,6 +303,8 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     from .jobs import plan_runs, run_job
 
     job = _settings_from_args(ns)
+    voice: Voice = ns.voice
+    voice.json = _json_mode(job["log_format"])  # a job or config file may have set it
     json_logs = _json_logs_value(job["log_format"])
     if job["dry_run"]:
         logs.configure(json=json_logs)
@@ -260,6 +312,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     key = _api_key()
     tty = sys.stderr.isatty()
     # On a terminal the progress bar and the summary table tell the story; logs only warn.
+    # In JSON mode stderr carries JSON alone: progress and the summary come as events.
     logs.configure(
         secrets=[key],
         json=json_logs,
@@ -277,16 +330,45 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         for note in settings.warnings():
             log.warning("settings.warning", message=note)
         runner = Runner(settings, key, confirm=confirm)
-        result = await _with_progress(runner, tty=tty)
-        _tell(settings, result, tty=tty)
+        result = await _with_progress(runner, tty=tty and not voice.json)
+        _tell(settings, result, tty=tty, json=voice.json)
         return result
 
     return int(_run_async(lambda: run_job(job, run_one)))
 
 
-def _tell(settings: Any, result: Any, *, tty: bool) -> None:
-    """The end of one run on stderr: the summary table on a terminal, one line off it."""
+def _tell(settings: Any, result: Any, *, tty: bool, json: bool) -> None:
+    """The end of one run: the summary table on a terminal, one line off it; in JSON mode,
+    events (``run.summary``, ``run.stopped``, ``run.retry_hint``) and nothing else on stderr."""
     summary = result.summary
+    retry = summary.get("retry_failed_command") if result.message is None else None
+    if json:
+        import structlog
+
+        log = structlog.get_logger("bulk_cancel")
+        if result.nothing_to_do:
+            log.info("run.nothing_to_do", message=result.message, exit_code=summary["exit_code"])
+            return
+        log.info(
+            "run.summary",
+            counts={k: v for k, v in summary["counts"].items() if v},
+            unique=summary["unique"],
+            exit_code=summary["exit_code"],
+            results=str(settings.output),
+            summary=str(result.summary_path),
+        )
+        if result.message:
+            log.warning("run.stopped", message=result.message)
+        if retry:
+            log.info("run.retry_hint", message="to re-send the failures", command=retry)
+        if tty and sys.stdout.isatty():  # --log-format json on a terminal: the table on stdout
+            from .display import summary_table
+
+            summary_table(summary, sys.stdout, tty=True)
+        return
+    if result.nothing_to_do:
+        print(f"bulk-cancel: {result.message}", file=sys.stderr)
+        return
     if tty:
         from .display import summary_table
 
@@ -300,12 +382,9 @@ def _tell(settings: Any, result: Any, *, tty: bool) -> None:
         )
     if result.message:
         print(f"bulk-cancel: {result.message}", file=sys.stderr)
-    elif not tty and summary.get("retry_failed_command"):
+    elif not tty and retry:
         # The table on a terminal shows it; a cron mail or a CI log gets the same command here.
-        print(
-            f"bulk-cancel: to re-send the failures: {summary['retry_failed_command']}",
-            file=sys.stderr,
-        )
+        print(f"bulk-cancel: to re-send the failures: {retry}", file=sys.stderr)
 
 
 async def _with_progress(runner: Any, *, tty: bool) -> Any:
@@ -323,9 +402,10 @@ def _ask(plan: dict[str, Any]) -> bool:
     shown = ", ".join(f"{sub} ({n:,})" for sub, n in subs[:5])
     more = f" and {len(subs) - 5} more" if len(subs) > 5 else ""
     try:
+        lead = {"resume": "Resume the run: cancel", "retry": "Re-send the failures: cancel"}
         answer = input(
-            f"Cancel {plan['to_send']:,} scheduled messages in subaccount(s) {shown}{more} "
-            f"via {plan['base_url']}? [y/N] "
+            f"{lead.get(plan.get('mode', 'first'), 'Cancel')} {plan['to_send']:,} scheduled "
+            f"messages in subaccount(s) {shown}{more} via {plan['base_url']}? [y/N] "
         )
     except EOFError:
         return False
@@ -392,13 +472,20 @@ def _print_plan(settings: Any, fmt: str = "json") -> int:
 def _cmd_report(ns: argparse.Namespace) -> int:
     import json
 
-    from .display import load_summary, summary_table
+    from .display import breakdown_table, load_breakdown, load_summary, summary_table
 
     summary = load_summary(ns.path)
+    breakdown = load_breakdown(ns.path, ns.by) if ns.by else None
     if ns.format == "json":
-        print(json.dumps(summary, indent=2))
+        print(
+            json.dumps(
+                summary if breakdown is None else {**summary, "breakdown": breakdown}, indent=2
+            )
+        )
     else:
         summary_table(summary, sys.stdout, tty=sys.stdout.isatty())
+        if breakdown is not None:
+            breakdown_table(breakdown, sys.stdout)
     return int(ExitCode.OK)
 
 
@@ -444,18 +531,100 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return runner.run(factory())
 
 
+@dataclass(slots=True)
+class Voice:
+    """How this invocation speaks on stderr: plain lines, or JSON events.
+
+    ``run`` in JSON log mode (``--log-format json``, or ``auto`` off a terminal) writes nothing
+    but JSON objects on stderr, its errors included (``run.error``), so that a crontab's
+    ``2>>run.jsonl`` stays readable by ``jq``. Before the settings are resolved the mode is read
+    from argv and ``BULK_CANCEL_LOG_FORMAT``; ``run`` corrects it once they are.
+    """
+
+    json: bool = False
+
+    @classmethod
+    def guess(cls, argv: Sequence[str]) -> Voice:
+        """The mode from argv and the environment alone (a bad flag fails before the rest)."""
+        if not argv or argv[0] != "run":
+            return cls(json=False)
+        fmt = os.environ.get("BULK_CANCEL_LOG_FORMAT") or "auto"
+        for i, word in enumerate(argv):
+            if word == "--log-format" and i + 1 < len(argv):
+                fmt = argv[i + 1]
+            elif word.startswith("--log-format="):
+                fmt = word.split("=", 1)[1]
+        return cls(json=_json_mode(fmt))
+
+    def error(self, message: str, *, exit_code: int, usage: str | None = None) -> None:
+        """``bulk-cancel: error: …`` (after *usage*), or one ``run.error`` event."""
+        if self.json:
+            event = {"event": "run.error", "message": message, "exit_code": exit_code}
+            if usage:
+                event["usage"] = " ".join(usage.split())
+            from .logs import json_event
+
+            json_event(event, level="error")
+        else:
+            if usage:
+                sys.stderr.write(usage)
+            print(f"bulk-cancel: error: {message}", file=sys.stderr)
+
+
+def _json_mode(fmt: str) -> bool:
+    """Whether ``--log-format`` *fmt* means JSON on stderr."""
+    return fmt == "json" or (fmt != "console" and not sys.stderr.isatty())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bulk-cancel`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    voice = Voice.guess(args)
+    try:
+        try:
+            code = _main(args, voice)
+        finally:
+            # Output still buffered fails here, not in the interpreter's last flush.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _leave_quietly_on_a_closed_pipe()
+    return code
+
+
+def _main(args: list[str], voice: Voice) -> int:
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    try:
+        ns, extras = parser.parse_known_args(args)
+        if extras:
+            command: _Parser = getattr(ns, "usage_parser", parser)
+            raise command.unknown(extras)
+    except BadUsage as exc:
+        voice.error(str(exc), exit_code=int(ExitCode.USAGE), usage=exc.parser.format_usage())
+        return int(ExitCode.USAGE)
+    ns.voice = voice
     try:
         code: int = ns.handler(ns)
     except BulkCancelError as exc:
-        print(f"bulk-cancel: error: {exc}", file=sys.stderr)
+        voice.error(str(exc), exit_code=int(exc.exit_code))
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.SIGINT)
     return code
+
+
+def _leave_quietly_on_a_closed_pipe() -> NoReturn:
+    """The reader of stdout (or stderr) went away (``| head``, ``| true``): end as Unix tools do,
+    by SIGPIPE, without a traceback. Python ignores SIGPIPE and raises BrokenPipeError instead;
+    both streams point at /dev/null first so that no last flush can raise again (the recipe in
+    Python's docs, signal module, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(1)  # pragma: no cover - no SIGPIPE (Windows)
 
 
 if __name__ == "__main__":  # pragma: no cover

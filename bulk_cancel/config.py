@@ -52,6 +52,7 @@ __all__ = [
     "ResolvedSettings",
     "Setting",
     "Source",
+    "command_flags",
     "default_config_file",
     "has_placeholders",
     "load_file",
@@ -132,6 +133,10 @@ class Setting:
     in_files: bool = True
     """False: it describes one invocation (``--resume``), so files may not set it."""
     in_env: bool = True
+    in_commands: bool = False
+    """It shapes the traffic or decides what is read and where it is sent: the commands a stopped
+    run prints (resume, re-send the failures) repeat it whenever a layer set it, so that the next
+    shell's environment or config cannot change it (:func:`command_flags`)."""
 
     @property
     def flag(self) -> str:
@@ -245,6 +250,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="subaccount",
+        in_commands=True,
         kind=Kind.TEXT,
         group=INPUT_GROUP,
         metavar="ID",
@@ -252,6 +258,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="column",
+        in_commands=True,
         kind=Kind.TEXT,
         group=INPUT_GROUP,
         metavar="NAME",
@@ -260,6 +267,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="subaccount_column",
+        in_commands=True,
         kind=Kind.TEXT,
         group=INPUT_GROUP,
         metavar="NAME",
@@ -268,6 +276,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="sheet",
+        in_commands=True,
         kind=Kind.TEXT,
         group=INPUT_GROUP,
         metavar="NAME",
@@ -276,6 +285,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="encoding",
+        in_commands=True,
         kind=Kind.TEXT,
         group=INPUT_GROUP,
         metavar="NAME",
@@ -284,6 +294,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="max_rows",
+        in_commands=True,
         kind=Kind.COUNT,
         group=INPUT_GROUP,
         metavar="N",
@@ -292,6 +303,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="batch_id",
+        in_commands=True,
         kind=Kind.TEXT,
         group=TARGET_GROUP,
         metavar="UUID",
@@ -315,6 +327,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="base_url",
+        in_commands=True,
         kind=Kind.TEXT,
         group=_API,
         metavar="URL",
@@ -323,6 +336,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="rate",
+        in_commands=True,
         kind=Kind.POSITIVE,
         group=_API,
         default=1500.0,
@@ -332,6 +346,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="ip_rate",
+        in_commands=True,
         kind=Kind.POSITIVE,
         group=_API,
         default=3000.0,
@@ -340,6 +355,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="concurrency",
+        in_commands=True,
         kind=Kind.COUNT,
         group=_API,
         metavar="N",
@@ -348,6 +364,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="timeout",
+        in_commands=True,
         kind=Kind.POSITIVE,
         group=_API,
         default=30.0,
@@ -356,6 +373,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="max_attempts",
+        in_commands=True,
         kind=Kind.COUNT,
         group=_API,
         default=6,
@@ -364,6 +382,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="max_retry_time",
+        in_commands=True,
         kind=Kind.POSITIVE,
         group=_API,
         default=120.0,
@@ -372,6 +391,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="allow_insecure_http",
+        in_commands=True,
         kind=Kind.BOOL,
         group=_API,
         default=False,
@@ -384,7 +404,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         default=False,
         in_files=False,
         in_env=False,
-        help="finish an interrupted run: same input and output; rows already answered are skipped",
+        help="finish an interrupted run: same input and output; rows already answered are "
+        "skipped, refused ones (auth_failed, code 1001) sent again. A stopped run prints this "
+        "command with its rate and every setting that shapes what is sent",
     ),
     Setting(
         name="retry_failed",
@@ -393,10 +415,12 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         default=False,
         in_files=False,
         in_env=False,
-        help="re-send only the rows a finished run reported failed or not_attempted",
+        help="re-send only the rows a finished run could still cancel: failed, not_attempted, "
+        "auth_failed, and subaccount_rejected by the API (code 1001)",
     ),
     Setting(
         name="failure_threshold",
+        in_commands=True,
         kind=Kind.SHARE,
         group=_SAFETY,
         default=0.5,
@@ -405,6 +429,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="failure_window",
+        in_commands=True,
         kind=Kind.COUNT,
         group=_SAFETY,
         default=1000,
@@ -731,15 +756,83 @@ def to_run_settings(
         allow_insecure_http=v["allow_insecure_http"],
         job_file=resolved.job_file,
         archive_dir=v["archive_dir"],
+        command_flags=command_flags(resolved),
     )
 
 
+#: Keys at least this long are shown with their last four characters (a third at most).
+MASK_TAIL_FROM: Final = 12
+
+
+def command_flags(
+    resolved: ResolvedSettings, registry: tuple[Setting, ...] = SETTINGS
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The flags that make a printed command send as this run did, and notes to go with them.
+
+    Every setting marked ``in_commands`` that any layer set (flag, environment, job file, config
+    file) is repeated as a flag, in registry order. ``product`` and ``region`` are not marked:
+    their effect is ``base_url``, which is. A value holding a password (a URL's
+    ``user:password@``) is never printed: set by a flag, it is shown with ``****`` and a note says
+    to put the password back (or to export the variable instead); set by the environment or a
+    file, it is left out, and a note says where it is read again from.
+    """
+    flags: list[str] = []
+    notes: list[str] = []
+    for entry in registry:
+        value = resolved.values[entry.name]
+        source = resolved.sources[entry.name]
+        if not entry.in_commands or value is None or source.layer is Layer.DEFAULT:
+            continue
+        if entry.kind is Kind.BOOL:
+            if value:
+                flags.append(entry.flag)
+            elif entry.in_files:  # a file may have set it true: --no-… overrides that
+                flags.append("--no-" + entry.flag.removeprefix("--"))
+            continue
+        plain = _plain(value)
+        if isinstance(value, float) and float(plain) != value:
+            plain = repr(value)  # %g keeps six digits: the command must give the exact value
+        text, secret = _without_password(plain)
+        if not secret:
+            flags += [entry.flag, text]
+        elif source.layer is Layer.FLAG:
+            flags += [entry.flag, text]
+            notes.append(
+                f"{entry.flag} is shown with its password as ****: put it back before running "
+                f"the command, or export {entry.env} and leave the flag out"
+            )
+        else:
+            notes.append(
+                f"{entry.flag} is left out (it holds a password): it is read again from "
+                f"{source.origin or source.layer.label}, so keep that as it is"
+                + (" and add --config with it" if source.layer is Layer.CONFIG else "")
+            )
+    return tuple(flags), tuple(notes)
+
+
+def _without_password(text: str) -> tuple[str, bool]:
+    """*text* with a URL's password replaced by ``****``, and whether it held one."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError:
+        return text, False
+    if not password:
+        return text, False
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.split(":", 1)[0]
+    return parts._replace(netloc=f"{name}:****@{host}").geturl(), True
+
+
 def mask_key(key: str | None) -> str:
-    """How ``config show`` tells of the API key: never the key, at most its last 4 characters."""
+    """How ``config show`` tells of the API key: ``set (****abcd)``, never more than its last 4
+    characters, and those only for a key of :data:`MASK_TAIL_FROM` characters or more (a
+    shorter key would be too much given away by its tail): ``set (****)``."""
     if not key:
         return "not set"
-    # A short key would be mostly given away by its tail.
-    return f"set (****{key[-4:]})" if len(key) >= 16 else "set"
+    return f"set (****{key[-4:]})" if len(key) >= MASK_TAIL_FROM else "set (****)"
 
 
 def show_data(resolved: ResolvedSettings) -> dict[str, dict[str, Any]]:

@@ -75,6 +75,7 @@ def main() -> int:
             )
         )
         print(f"demo: results in {(OUT / 'results.csv').relative_to(ROOT)}; exit code {code}")
+        print("demo: to run bulk-cancel yourself: . .venv/bin/activate (see the README)")
     return 0 if code in (0, 1) else code
 
 

@@ -143,12 +143,9 @@ def summary_table(
     summary: Mapping[str, Any], stream: IO[str] | None = None, *, tty: bool = False
 ) -> None:
     """Print the end-of-run summary: outcomes with counts and shares, totals, where things are."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(
-        file=stream, force_terminal=tty, width=100 if not tty else None, highlight=False
-    )
+    console = _console(file=stream, force_terminal=tty, width=100 if not tty else None)
     counts: Mapping[str, int] = summary["counts"]
     total = sum(counts.values()) or 1
     table = Table(title="bulk-cancel summary", title_justify="left")
@@ -167,15 +164,49 @@ def summary_table(
         f"input rows {summary.get('input_rows', 0):,} · duplicates {summary.get('duplicates', 0):,} · "
         f"requests {summary.get('requests', 0):,} · retries {summary.get('retries', 0):,}"
     )
+    attempts = summary.get("attempts") or []
+    over = f" over {len(attempts)} attempts" if len(attempts) > 1 else ""
     console.print(
-        f"elapsed {elapsed:.1f} s · achieved {summary.get('achieved_rate_per_s', 0):,.1f} requests/s"
+        f"elapsed {elapsed:.1f} s{over} · achieved "
+        f"{summary.get('achieved_rate_per_s', 0):,.1f} requests/s"
     )
+    if len(attempts) > 1:
+        for n, attempt in enumerate(attempts, 1):
+            console.print(f"  {_attempt_line(n, attempt)}", markup=False)
     console.print(f"results: {summary.get('results')} · ledger: {summary.get('ledger')}")
     if summary.get("resume_command"):
         _print_command(console, "to finish or retry", str(summary["resume_command"]))
         retry = _retry_failed_command(summary)
-        if retry and (counts.get("failed") or counts.get("not_attempted")):
+        resendable = ("failed", "not_attempted", "auth_failed", "subaccount_rejected")
+        if retry and any(counts.get(outcome) for outcome in resendable):
             _print_command(console, "to re-send only the failures", retry)
+        for note in summary.get("command_notes") or []:
+            console.print(f"note: {note}", soft_wrap=True, markup=False)
+
+
+def _attempt_line(n: int, attempt: Mapping[str, Any]) -> str:
+    """One attempt of a run (first, resume, retry) as the summary lists it."""
+    if attempt.get("finished_at") is None:
+        return (
+            f"{n}. {attempt.get('mode')} at {attempt.get('started_at')}: did not finish (killed?)"
+        )
+    return (
+        f"{n}. {attempt.get('mode')} at {attempt.get('started_at')}: "
+        f"{attempt.get('elapsed_s') or 0:.1f} s, {attempt.get('requests') or 0:,} requests, "
+        f"exit {attempt.get('exit_code')}"
+    )
+
+
+def _console(**kwargs: Any) -> Any:
+    """A rich console for tables; on a closed pipe it raises BrokenPipeError like print() (rich
+    would exit 1 by itself), so that the CLI ends every command the same quiet way."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return _Console(highlight=False, **kwargs)
 
 
 def _print_command(console: Any, label: str, command: str) -> None:
@@ -224,25 +255,111 @@ def load_summary(path: Path) -> dict[str, Any]:
     )
 
 
+def load_breakdown(path: Path, by: str) -> dict[str, Any]:
+    """Rows by outcome per subaccount (*by* ``subaccount``) or per value of an input column, from
+    the run's ledger, else from a CSV results file: ``{"by": …, "groups": {value: {outcome: n}}}``.
+    """
+    import difflib
+
+    from .ledger import Ledger, ledger_path
+
+    name = path.name
+    if name.endswith(".ledger.sqlite"):
+        ledger_file = path
+    elif name.endswith(".summary.json"):
+        ledger_file = path.with_name(name.removesuffix(".summary.json") + ".ledger.sqlite")
+    else:
+        ledger_file = ledger_path(path)
+    if ledger_file.is_file():
+        ledger = Ledger.read_only(ledger_file)
+        try:
+            columns = list(ledger.meta().get("extra_columns", []))
+            if by == "subaccount":
+                return {"by": by, "groups": ledger.breakdown()}
+            index = _column_index(by, columns, ledger_file)
+            return {"by": columns[index], "groups": ledger.breakdown(index)}
+        finally:
+            ledger.close()
+    if path.suffix.lower() == ".csv" and path.is_file():
+        import csv
+
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            fields = list(reader.fieldnames or [])
+            key = "subaccount_id" if by == "subaccount" else fields[_column_index(by, fields, path)]
+            groups: dict[str, dict[str, int]] = {}
+            for row in reader:
+                tally = groups.setdefault(row.get(key) or "", {})
+                tally[row["outcome"]] = tally.get(row["outcome"], 0) + 1
+        return {"by": by if by == "subaccount" else key, "groups": dict(sorted(groups.items()))}
+    hint = difflib.get_close_matches(by, ["subaccount"], n=1)
+    raise UsageError(
+        f"{path}: --by needs the run's ledger or a .csv results file beside it"
+        + (f" (did you mean --by {hint[0]}?)" if hint and hint[0] != by else "")
+    )
+
+
+def _column_index(by: str, columns: list[str], where: Path) -> int:
+    """Where column *by* is (exact, else ignoring case); UsageError naming the choices."""
+    import difflib
+
+    if by in columns:
+        return columns.index(by)
+    lowered = [c.lower() for c in columns]
+    if by.lower() in lowered:
+        return lowered.index(by.lower())
+    close = difflib.get_close_matches(by, [*columns, "subaccount"], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    shown = ", ".join(["subaccount", *columns])
+    raise UsageError(f"{where}: no column {by!r} to break down by (there are: {shown}){hint}")
+
+
+def breakdown_table(breakdown: Mapping[str, Any], stream: IO[str] | None = None) -> None:
+    """Print rows by outcome for each group, one row per group, with totals."""
+    from rich.table import Table
+
+    console = _console(file=stream, width=120)
+    groups: Mapping[str, Mapping[str, int]] = breakdown["groups"]
+    seen = {o for tally in groups.values() for o in tally}
+    outcomes = [o.value for o in Outcome if o.value in seen]
+    table = Table(title=f"by {breakdown['by']}", title_justify="left")
+    table.add_column(str(breakdown["by"]))
+    for outcome in outcomes:
+        table.add_column(outcome, justify="right")
+    table.add_column("total", justify="right")
+    for value, tally in groups.items():
+        cells = [f"{tally.get(o, 0):,}" for o in outcomes]
+        table.add_row(value or "(blank)", *cells, f"{sum(tally.values()):,}")
+    totals = [sum(t.get(o, 0) for t in groups.values()) for o in outcomes]
+    table.add_row("[bold]total", *(f"{n:,}" for n in totals), f"[bold]{sum(totals):,}")
+    console.print(table)
+
+
 def summary_from_ledger(path: Path) -> dict[str, Any]:
     """Rebuild the tallies from a ledger (a run that was killed before writing its summary)."""
-    from .ledger import Ledger
+    from .ledger import Ledger, attempt_totals
 
     ledger = Ledger.read_only(path)
     try:
         meta = ledger.meta()
         counts = ledger.counts()
         unique, cancelled = ledger.totals()
+        attempts = ledger.attempts()
     finally:
         ledger.close()
+    elapsed_s = attempt_totals(attempts)["elapsed_s"]
+    requests = meta.get("requests", 0)
     return {
         "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
         "cancelled_total": cancelled,
         "input_rows": meta.get("input_rows", 0),
         "unique": unique,
         "duplicates": meta.get("duplicates", 0),
-        "requests": meta.get("requests", 0),
+        "requests": requests,
         "retries": meta.get("retries", 0),
+        "elapsed_s": elapsed_s,
+        "achieved_rate_per_s": round(requests / elapsed_s, 1) if elapsed_s else 0.0,
+        "attempts": attempts,
         "results": None,
         "ledger": str(path),
         "rebuilt_from_ledger": True,
@@ -251,10 +368,9 @@ def summary_from_ledger(path: Path) -> dict[str, Any]:
 
 def plan_table(plan: Mapping[str, Any], stream: IO[str] | None = None) -> None:
     """Print a dry run's plan for people: what would be sent, where, and what was refused."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=stream, highlight=False)
+    console = _console(file=stream)
     console.print(
         f"rows {plan['input_rows']:,} · unique {plan['unique']:,} · duplicates {plan['duplicates']:,} · "
         f"blank {plan['blank_rows']:,} · to send {plan['to_send']:,}"

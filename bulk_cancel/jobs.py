@@ -348,8 +348,9 @@ class _Invocation:
         self.runs += 1
         for outcome, n in summary["counts"].items():
             self.counts[outcome] = self.counts.get(outcome, 0) + int(n)
-        self.requests += int(summary.get("requests", 0))
-        self.retries += int(summary.get("retries", 0))
+        # This invocation's own sends: a resumed file's summary totals all its attempts.
+        self.requests += int(summary.get("requests_this_run", summary.get("requests", 0)))
+        self.retries += int(summary.get("retries_this_run", summary.get("retries", 0)))
         self.cancelled_total += int(summary.get("cancelled_total", 0))
 
     def summary(self, exit_code: ExitCode) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import orjson
 
 from . import locks
 from .errors import LedgerError
-from .model import RESULT_COLUMNS, Kind, Outcome, Result
+from .model import RESULT_COLUMNS, RETRYABLE_OUTCOMES, Kind, Outcome, Result
 
 SCHEMA_VERSION: Final = 1
 
@@ -72,6 +72,14 @@ class WorkItem:
     kind: Kind
     ambiguous: bool
     attempts: int
+
+
+def attempt_totals(attempts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Seconds and requests summed over :meth:`Ledger.attempts` (a killed one counts 0 s)."""
+    return {
+        "elapsed_s": round(sum(a.get("elapsed_s") or 0.0 for a in attempts), 3),
+        "requests": sum(a.get("requests") or 0 for a in attempts),
+    }
 
 
 def ledger_path(output: Path) -> Path:
@@ -188,6 +196,37 @@ class Ledger:
         """All run metadata."""
         return {k: orjson.loads(v) for k, v in self._conn.execute("SELECT key, value FROM meta")}
 
+    def attempts(self) -> list[dict[str, Any]]:
+        """Each run of this ledger so far (first, resumes, retries), oldest first: ``mode``,
+        ``started_at``, ``finished_at``, ``elapsed_s``, ``requests``, ``retries``,
+        ``exit_code``; a run that was killed keeps ``finished_at`` None."""
+        attempts: list[dict[str, Any]] = self.meta().get("attempts", [])
+        return attempts
+
+    def begin_attempt(self, mode: str, started_at: str) -> int:
+        """Record (and commit) that a run of *mode* started; return its index."""
+        attempts = self.attempts()
+        attempts.append(
+            {
+                "mode": mode,
+                "started_at": started_at,
+                "finished_at": None,
+                "elapsed_s": None,
+                "requests": None,
+                "retries": None,
+                "exit_code": None,
+            }
+        )
+        self.set_meta({"attempts": attempts})
+        self.commit()
+        return len(attempts) - 1
+
+    def end_attempt(self, index: int, values: dict[str, Any]) -> None:
+        """Fill in how attempt *index* ended (committed with the next commit)."""
+        attempts = self.attempts()
+        attempts[index].update(values)
+        self.set_meta({"attempts": attempts})
+
     def set_meta(self, values: dict[str, Any]) -> None:
         """Store metadata (committed with the next commit)."""
         self._begin()
@@ -256,13 +295,43 @@ class Ledger:
     # ---------------------------------------------------------------- sending
 
     def reopen_failures(self) -> int:
-        """Make ``failed`` and ``not_attempted`` rows pending again; return how many."""
+        """Make the rows a later run could still cancel pending again; return how many.
+
+        Those are :data:`~bulk_cancel.model.RETRYABLE_OUTCOMES` (``failed``, ``not_attempted``,
+        and ``auth_failed``: a 401/403 refused the request, nothing was applied, and a fixed key
+        may well succeed) and ``subaccount_rejected`` rows the *API* refused (code 1001, "not in
+        this key's account": another key may be). A subaccount id refused locally (not 8x8's
+        pattern) stays final: no key changes it. The row's earlier answer is cleared; its
+        attempts and ambiguity are kept (an answer lost before still makes "nothing to cancel"
+        ``unconfirmed``).
+        """
         self._begin()
         cur = self._conn.execute(
-            "UPDATE rows SET state = 0, outcome = NULL WHERE state = 2 AND outcome IN (?, ?)",
-            (Outcome.FAILED.value, Outcome.NOT_ATTEMPTED.value),
+            "UPDATE rows SET state = 0, outcome = NULL, http_status = NULL, error_code = NULL, "
+            "error_message = NULL, error_id = NULL, cancelled_count = NULL, finished_at = NULL "
+            f"WHERE {_RESENDABLE}",
+            _RESENDABLE_ARGS,
         )
         return cur.rowcount
+
+    def resendable(self) -> dict[str, int]:
+        """Rows :meth:`reopen_failures` would make pending again, by outcome, plus rows still
+        ``SENT`` (reported ``failed``): what a run that stops here leaves undone."""
+        counts: dict[str, int] = {}
+        for outcome, n in self._conn.execute(
+            f"SELECT outcome, COUNT(*) FROM rows WHERE {_RESENDABLE} GROUP BY 1",
+            _RESENDABLE_ARGS,
+        ):
+            counts[outcome] = n
+        sent = self._scalar(f"SELECT COUNT(*) FROM rows WHERE state = {SENT}")
+        if sent:
+            counts[Outcome.FAILED.value] = counts.get(Outcome.FAILED.value, 0) + sent
+        return counts
+
+    def rollback(self) -> None:
+        """Undo what was not committed (a resume declined at the prompt: the rows it reopened)."""
+        if self._conn.in_transaction:
+            self._conn.rollback()
 
     def lanes(self) -> list[tuple[str, int]]:
         """Subaccounts with rows left to send, and how many, biggest first."""
@@ -352,6 +421,20 @@ class Ledger:
         ):
             counts[outcome] = n
         return counts
+
+    def breakdown(self, column: int | None = None) -> dict[str, dict[str, int]]:
+        """Rows by reported outcome (as :meth:`counts`) per subaccount, or per value of the
+        input's extra column number *column* (blank for a row without it), groups by name."""
+        group = "sub" if column is None else "COALESCE(json_extract(CAST(extra AS TEXT), ?), '')"
+        args: tuple[object, ...] = () if column is None else (f"$[{int(column)}]",)
+        groups: dict[str, dict[str, int]] = {}
+        for key, outcome, n in self._conn.execute(
+            f"SELECT {group}, CASE WHEN state = 2 THEN outcome WHEN state = 1 THEN ? ELSE ? END, "
+            "COUNT(*) FROM rows GROUP BY 1, 2 ORDER BY 1, 2",
+            (*args, Outcome.FAILED.value, Outcome.NOT_ATTEMPTED.value),
+        ):
+            groups.setdefault(str(key), {})[outcome] = n
+        return groups
 
     def examples(
         self, outcome: Outcome, limit: int = 5
@@ -446,6 +529,16 @@ class _Checkpointer:
         self._stop.set()
         self._thread.join()
 
+
+#: The rows a later run could still cancel (see :meth:`Ledger.reopen_failures`).
+_RESENDABLE: Final = (
+    f"state = 2 AND (outcome IN ({', '.join('?' * len(RETRYABLE_OUTCOMES))}) "
+    "OR (outcome = ? AND http_status IS NOT NULL))"
+)
+_RESENDABLE_ARGS: Final = (
+    *sorted(o.value for o in RETRYABLE_OUTCOMES),
+    Outcome.SUBACCOUNT_REJECTED.value,
+)
 
 _INSERT_PLAIN: Final = (
     "INSERT OR IGNORE INTO rows (seq, sub, tid, kind, line, extra) VALUES (?, ?, ?, ?, ?, ?)"

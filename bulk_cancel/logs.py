@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
@@ -82,3 +83,12 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+
+
+def json_event(fields: dict[str, Any], *, level: str, stream: TextIO | None = None) -> None:
+    """One event as a JSON line, in the shape :func:`configure`'s JSON lines have, without
+    structlog (an error can come before logging is configured). No key is in it: callers build
+    it from error messages, which never hold the key."""
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    record = {**fields, "level": level, "timestamp": stamp}
+    print(_orjson_dumps(record), file=stream or sys.stderr)

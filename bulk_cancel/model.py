@@ -32,8 +32,10 @@ class Outcome(enum.StrEnum):
     """The run stopped before this row was sent."""
 
 
-#: Outcomes that a ``--retry-failed`` run sends again.
-RETRYABLE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.NOT_ATTEMPTED})
+#: Outcomes that ``--resume`` and ``--retry-failed`` send again: nothing was applied, or we
+#: cannot tell (a 401/403 refused the request; a fixed key may succeed). The ledger also re-sends
+#: ``subaccount_rejected`` rows the API refused (code 1001 depends on the key).
+RETRYABLE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.NOT_ATTEMPTED, Outcome.AUTH_FAILED})
 
 
 class Kind(enum.StrEnum):

@@ -26,11 +26,11 @@ import structlog
 from . import readers, writers
 from .client import CancelClient, Canceller, ClientSettings
 from .errors import ExitCode, InputError, Interrupted, LedgerError, UsageError
-from .ledger import Ledger, ledger_path
+from .ledger import Ledger, attempt_totals, ledger_path
 from .model import RESULT_COLUMNS, Kind, Outcome, Result
 from .normalize import canonical_uuid, clean
 from .pipeline import Pipeline, PipelineSettings, Progress, RunReport, StopReason
-from .settings import DEFAULT_BASE_URL, RunSettings
+from .settings import RunSettings
 
 log = structlog.get_logger("bulk_cancel")
 
@@ -56,6 +56,8 @@ class RunResult:
     summary_path: Path | None = None
     message: str | None = None
     plan: dict[str, Any] | None = None
+    nothing_to_do: bool = False
+    """A resume or retry that found nothing left to send: no attempt was made."""
 
 
 @dataclass(slots=True)
@@ -107,24 +109,17 @@ def _job_file(settings: RunSettings) -> list[str]:
 
 
 def _what_is_sent(settings: RunSettings) -> list[str]:
-    """Flags for the settings that decide what is read and where it is sent: a resume repeats
-    them, whatever layer they came from, so the environment of the next shell cannot change them."""
-    s = settings
-    parts: list[str] = []
-    for flag, value in (
-        ("--subaccount", s.subaccount),
-        ("--column", s.column),
-        ("--subaccount-column", s.subaccount_column),
-        ("--sheet", s.sheet),
-        ("--encoding", s.encoding),
-        ("--batch-id", s.batch_id),
-        ("--base-url", None if s.base_url == DEFAULT_BASE_URL else s.base_url),
-    ):
-        if value is not None:
-            parts += [flag, value]
-    if s.allow_insecure_http:
-        parts.append("--allow-insecure-http")
-    return parts
+    """The flags of every setting that shapes the traffic or decides what is read and where it
+    is sent (the registry's ``in_commands``), whatever layer set it: the environment or config
+    of the next shell cannot change them."""
+    flags, _ = settings.command_flags
+    return list(flags)
+
+
+def command_notes(settings: RunSettings) -> list[str]:
+    """What the printed commands need from the user (a password left out of them)."""
+    _, notes = settings.command_flags
+    return list(notes)
 
 
 class Runner:
@@ -150,6 +145,14 @@ class Runner:
         self.sending = asyncio.Event()
         """Set once the input is read and confirmed, as the first requests are about to leave."""
         self._signal: int | None = None
+        self._created = False
+        """Whether this run made its ledger (nothing was ever sent through it before)."""
+
+    @property
+    def mode(self) -> str:
+        """``first``, ``resume`` or ``retry``: how this run uses its ledger."""
+        s = self.settings
+        return "retry" if s.retry_failed else "resume" if s.resume else "first"
 
     # ------------------------------------------------------------------ phases
 
@@ -255,38 +258,52 @@ class Runner:
         return _handling_signals(note)
 
     def _ask(self, ledger: Ledger) -> None:
-        """On a terminal, say what is about to be sent and ask; a no, or a signal while asking,
-        leaves no ledger behind (nothing was sent), so the same command can simply run again."""
+        """On a terminal, say what is about to be sent and ask, for a resume or a retry too; a
+        no, or a signal while asking, sends nothing: a new ledger is deleted (the same command
+        can simply run again), a resumed one is left as it was (the rows it reopened roll back).
+        """
         s = self.settings
-        if self._confirm is None or s.resume or s.retry_failed:
+        if self._confirm is None:
             return
         lanes = ledger.lanes()
         plan = {
             "to_send": sum(n for _, n in lanes),
             "per_subaccount": dict(lanes),
             "base_url": s.base_url,
+            "mode": self.mode,
         }
         if not plan["to_send"]:
             return
+        if self._created:
+            what = "nothing was sent and no ledger was kept"
+        else:
+            what = f"nothing was sent; the ledger is as it was ({ledger.path})"
 
         def interrupt(signum: int, frame: object) -> None:
             # The prompt blocks in input(): only an exception raised here ends the wait. The
             # event loop's own SIGINT handler would merely cancel the task, which input() never
             # sees, so a first Ctrl-C would do nothing at all.
             raise Interrupted(
-                "interrupted at the confirmation; nothing was sent and no ledger was kept",
-                sigterm=signum == signal.SIGTERM,
+                f"interrupted at the confirmation; {what}", sigterm=signum == signal.SIGTERM
             )
 
         try:
             with _handling_signals(interrupt):
                 confirmed = self._confirm(plan)
         except BaseException:
-            _discard(ledger)
+            self._give_up(ledger)
             raise
         if not confirmed:
-            _discard(ledger)
+            self._give_up(ledger)
             raise UsageError("not confirmed: nothing was sent")
+
+    def _give_up(self, ledger: Ledger) -> None:
+        """Nothing will be sent: delete a new ledger; leave an earlier one as it was."""
+        if self._created:
+            _discard(ledger)
+        else:
+            ledger.rollback()
+            ledger.close()
 
     def _prepare(self) -> Ledger:
         """Open or create the ledger and make sure it holds the whole input."""
@@ -360,6 +377,7 @@ class Runner:
         if source is not None and s.input != "-":
             meta["input_checksum"] = source.checksum()
         ledger = Ledger.create(path, meta)
+        self._created = True
         try:
             self._ingest(ledger, source)
             if source is not None and s.input == "-":
@@ -421,10 +439,29 @@ class Runner:
         self._ask(ledger)
         report = RunReport()
         try:
-            ledger.set_meta({"last_run_started_at": started_wall})
-            ledger.commit()
+            if not self._created and not ledger.lanes():
+                # A resume or retry with nothing to send is not a run: say so, and keep the
+                # ledger's account of its attempts as it is (results are rebuilt all the same,
+                # for a run that was killed after its last answer).
+                summary = self._summary(ledger, report, started_wall)
+                self._write_outputs(ledger, summary, announce=False)
+                return RunResult(
+                    exit_code=ExitCode(summary["exit_code"]),
+                    summary=summary,
+                    summary_path=writers.summary_path(s.output),
+                    message=f"nothing to {'re-send' if s.retry_failed else 'resume'}: every "
+                    f"row of {ledger.path.name} has its final answer (bulk-cancel report "
+                    f"{shlex.quote(str(s.output))})",
+                    nothing_to_do=True,
+                )
+            attempt = ledger.begin_attempt(self.mode, started_wall)
             log.info(
-                "run.started", base_url=s.base_url, rate_per_s=s.rate_per_s, ledger=str(ledger.path)
+                "run.started",
+                base_url=s.base_url,
+                rate_per_s=s.rate_per_s,
+                ledger=str(ledger.path),
+                mode=self.mode,
+                attempt=attempt + 1,
             )
             self.sending.set()
             report = await self._send(ledger)
@@ -432,8 +469,18 @@ class Runner:
             requests = int(meta.get("requests", 0)) + self.progress.requests
             retries = int(meta.get("retries", 0)) + self.progress.retries
             ledger.set_meta({"requests": requests, "retries": retries})
+            ledger.end_attempt(
+                attempt,
+                {
+                    "finished_at": _now(),
+                    "elapsed_s": round(time.monotonic() - started, 3),
+                    "requests": self.progress.requests,
+                    "retries": self.progress.retries,
+                    "exit_code": int(self._exit_code(ledger, report)),
+                },
+            )
             ledger.commit()
-            summary = self._summary(ledger, report, started_wall, time.monotonic() - started)
+            summary = self._summary(ledger, report, started_wall)
             self._write_outputs(ledger, summary)
         finally:
             ledger.close()
@@ -515,28 +562,35 @@ class Runner:
 
     # ------------------------------------------------------------------ reporting
 
-    def _summary(
-        self, ledger: Ledger, report: RunReport, started_at: str, elapsed_s: float
-    ) -> dict[str, Any]:
+    def _exit_code(self, ledger: Ledger, report: RunReport) -> ExitCode:
+        """The run's exit code, from the whole ledger: never 0 while rows it could still cancel
+        are unsent (``failed``, ``not_attempted``, and rows refused by the key: 3)."""
+        left = ledger.resendable()
+        refused = left.get(Outcome.AUTH_FAILED, 0) + left.get(Outcome.SUBACCOUNT_REJECTED, 0)
+        if (
+            report.stop_reason in (StopReason.AUTH, StopReason.SUBACCOUNT)
+            or report.rejected_subaccounts
+            or refused
+        ):
+            return ExitCode.REJECTED
+        if self._signal is not None:
+            return ExitCode.SIGINT if self._signal == signal.SIGINT else ExitCode.SIGTERM
+        if report.stop_reason is not None or left:
+            return ExitCode.INCOMPLETE
+        return ExitCode.OK
+
+    def _summary(self, ledger: Ledger, report: RunReport, started_at: str) -> dict[str, Any]:
+        """The summary of the whole ledger: counts, and requests and time over every attempt
+        (``attempts`` lists each: first run, resumes, retries)."""
         s = self.settings
         meta = ledger.meta()
         counts = ledger.counts()
         unique, cancelled_total = ledger.totals()
-        if (
-            report.stop_reason in (StopReason.AUTH, StopReason.SUBACCOUNT)
-            or report.rejected_subaccounts
-        ):
-            exit_code = ExitCode.REJECTED
-        elif self._signal is not None:
-            exit_code = ExitCode.SIGINT if self._signal == signal.SIGINT else ExitCode.SIGTERM
-        elif (
-            report.stop_reason is not None
-            or counts.get(Outcome.FAILED, 0)
-            or counts.get(Outcome.NOT_ATTEMPTED, 0)
-        ):
-            exit_code = ExitCode.INCOMPLETE
-        else:
-            exit_code = ExitCode.OK
+        exit_code = self._exit_code(ledger, report)
+        attempts = ledger.attempts()
+        totals = attempt_totals(attempts)
+        elapsed_s = totals["elapsed_s"]
+        requests = int(meta.get("requests", 0))
         summary: dict[str, Any] = {
             "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
             "cancelled_total": cancelled_total,
@@ -544,16 +598,16 @@ class Runner:
             "unique": unique,
             "duplicates": meta.get("duplicates", 0),
             "blank_rows": meta.get("blank_rows", 0),
-            "requests": meta.get("requests", 0),
+            "requests": requests,
             "retries": meta.get("retries", 0),
             "requests_this_run": self.progress.requests,
+            "retries_this_run": self.progress.retries,
             "throttled_this_run": self.progress.throttled,
-            "started_at": started_at,
+            "started_at": attempts[0]["started_at"] if attempts else started_at,
             "finished_at": _now(),
-            "elapsed_s": round(elapsed_s, 3),
-            "achieved_rate_per_s": round(self.progress.requests / elapsed_s, 1)
-            if elapsed_s
-            else 0.0,
+            "elapsed_s": elapsed_s,
+            "achieved_rate_per_s": round(requests / elapsed_s, 1) if elapsed_s else 0.0,
+            "attempts": attempts,
             "exit_code": int(exit_code),
             "stop_reason": report.stop_reason,
             "stop_detail": report.stop_detail,
@@ -565,9 +619,13 @@ class Runner:
         if exit_code != ExitCode.OK:
             summary["resume_command"] = resume_command(s)
             summary["retry_failed_command"] = retry_failed_command(s)
+            if command_notes(s):
+                summary["command_notes"] = command_notes(s)
         return summary
 
-    def _write_outputs(self, ledger: Ledger, summary: dict[str, Any]) -> None:
+    def _write_outputs(
+        self, ledger: Ledger, summary: dict[str, Any], *, announce: bool = True
+    ) -> None:
         s = self.settings
         columns = [*RESULT_COLUMNS, *ledger.meta().get("extra_columns", [])]
         writers.write_results(s.output, columns, ledger.iter_results(), summary=summary)
@@ -577,10 +635,16 @@ class Runner:
             writers.write_errors(
                 writers.errors_path(s.output), columns, ledger.iter_results(outcomes=wanted)
             )
-        keys = ("counts", "exit_code", "elapsed_s", "resume_command", "retry_failed_command")
-        log.info("run.finished", **{k: summary[k] for k in keys if k in summary})
+        if announce:  # not for a resume or retry that found nothing to send
+            keys = ("counts", "exit_code", "elapsed_s", "resume_command", "retry_failed_command")
+            log.info("run.finished", **{k: summary[k] for k in keys if k in summary})
 
     def _closing_message(self, report: RunReport) -> str | None:
+        message = self._stop_message(report)
+        notes = command_notes(self.settings)
+        return f"{message} ({'; '.join(notes)})" if message and notes else message
+
+    def _stop_message(self, report: RunReport) -> str | None:
         s = self.settings
         if report.stop_reason == StopReason.AUTH:
             return (
@@ -591,7 +655,8 @@ class Runner:
             subs = ", ".join(report.rejected_subaccounts)
             return (
                 f"the API rejected subaccount(s) {subs} (code 1001: not in this key's account); "
-                "their remaining rows were not sent"
+                "their remaining rows were not sent. With the right key (or subaccount), "
+                f"they are sent again by: {resume_command(s)}"
             )
         if report.stop_reason == StopReason.THRESHOLD:
             return f"stopped: {report.stop_detail}. Fix the cause, then: {resume_command(s)}"

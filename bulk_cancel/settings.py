@@ -71,6 +71,9 @@ class RunSettings:
     """The job file this run came from, if any: the resume and retry commands name it."""
     archive_dir: Path | None = None
     """Set when this run is one file of a drop folder (the job's ``archive_dir``)."""
+    command_flags: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+    """The flags the printed resume and retry commands repeat, and notes on them (passwords left
+    out): :func:`bulk_cancel.config.command_flags`."""
 
     def public(self) -> dict[str, Any]:
         """The settings as plain values for the summary and ``config show`` (there is no key here)."""

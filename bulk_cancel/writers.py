@@ -398,7 +398,8 @@ def write_metrics(path: Path, summary: Mapping[str, Any], *, job: str) -> None:
     files of one invocation, with its ``runs``). The collector reads ``*.prom`` files whenever it
     is scraped, so a file must appear whole: the temp file ends in ``.tmp`` (never read) and is
     renamed into place (node_exporter README, "Textfile Collector"). Every metric is a gauge
-    labelled ``job``; the last run's time is its ``finished_at``. The last success time is the
+    labelled ``job``, so none ends in ``_total`` (a suffix Prometheus keeps for counters:
+    "Metric and label naming"); the last run's time is its ``finished_at``. The last success time is the
     invocation's own when ``exit_code`` is 0, else the one already in the file for this job, else
     absent.
     """
@@ -417,13 +418,13 @@ def write_metrics(path: Path, summary: Mapping[str, Any], *, job: str) -> None:
         lines.append(f'bulk_cancel_rows{{job="{j}",outcome="{_label(str(outcome))}"}} {_number(n)}')
     scalars: list[tuple[str, str, object]] = [
         (
-            "bulk_cancel_requests_total",
-            "Requests sent for the files the last invocation ran.",
+            "bulk_cancel_requests",
+            "Requests the last invocation sent.",
             summary.get("requests"),
         ),
         (
-            "bulk_cancel_retries_total",
-            "Retries sent for the files the last invocation ran.",
+            "bulk_cancel_retries",
+            "Retries the last invocation sent.",
             summary.get("retries"),
         ),
         (
@@ -432,7 +433,7 @@ def write_metrics(path: Path, summary: Mapping[str, Any], *, job: str) -> None:
             summary.get("elapsed_s"),
         ),
         (
-            "bulk_cancel_cancelled_total",
+            "bulk_cancel_cancelled_messages",
             "Messages cancelled: the sum of cancelledCount.",
             summary.get("cancelled_total"),
         ),

@@ -95,10 +95,10 @@ def test_flags_not_given_are_not_flags() -> None:
 
 def test_flag_values_are_checked_by_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
     """A bad flag value is a usage error (exit 2) saying what is wrong."""
-    with pytest.raises(SystemExit) as exit_:
+    with pytest.raises(cli.BadUsage, match="must be a number above 0"):
         flags("--rate", "-3")
-    assert exit_.value.code == 2
-    assert "must be a number above 0" in capsys.readouterr().err
+    code, _, err = run_main(capsys, "run", "--rate", "-3", "--log-format", "console")
+    assert code == 2 and "must be a number above 0" in err.splitlines()[-1]
 
 
 # ------------------------------------------------------------------------------ precedence
@@ -354,7 +354,15 @@ def test_config_show_masks_the_key(
         code, out, err = run_main(capsys, "config", "show", "--format", fmt)
         assert code == 0 and API_KEY not in out + err and API_KEY[:-4] not in out + err
         assert f"set (****{API_KEY[-4:]})" in out
-    assert config.mask_key("short-key") == "set"
+
+
+def test_the_masked_key_has_the_shape_the_readme_promises() -> None:
+    """`set (****abcd)` for a key of 12 characters or more, `set (****)` below: never more than 4."""
+    assert config.mask_key("abcdefgh1234") == "set (****1234)"
+    assert config.mask_key("abcdefg1234") == "set (****)"
+    assert config.mask_key("") == "not set"
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "`set (****abcd)`" in readme and f"{config.MASK_TAIL_FROM} characters" in readme
 
 
 def test_a_bad_job_file_exits_2_with_one_line(
@@ -362,9 +370,65 @@ def test_a_bad_job_file_exits_2_with_one_line(
 ) -> None:
     """`run` with a mistyped job file: exit 2, one line naming the file and the key, no trace."""
     job = write(tmp_path / "j.toml", 'input = "x.csv"\nmax_row = 5\n')
-    code, out, err = run_main(capsys, "run", str(job))
+    code, out, err = run_main(capsys, "run", str(job), "--log-format", "console")
     assert code == 2 and out == ""
     assert err.strip().splitlines() == [
         f"bulk-cancel: error: {job}: unknown key 'max_row'; did you mean 'max_rows'? "
         "(every setting is in config.example.toml)"
     ]
+
+
+# ------------------------------------------------------------------------------ printed commands
+
+#: A valid value, other than the default, for a setting of each kind, as a variable's text.
+_SAMPLE = {
+    config.Kind.TEXT: "abc_sub",
+    config.Kind.COUNT: "7",
+    config.Kind.POSITIVE: "7.25",
+    config.Kind.SECONDS: "7",
+    config.Kind.SHARE: "0.25",
+    config.Kind.BOOL: "true",
+}
+
+
+def test_printed_commands_repeat_every_marked_setting_from_any_layer(tmp_path: Path) -> None:
+    """Each setting marked in_commands (traffic, what is sent), set in the environment, comes
+    back as its flag in the command, so a new shell cannot change it; product/region come back
+    as the base URL they chose."""
+    marked = [s for s in SETTINGS if s.in_commands]
+    assert {"rate", "ip_rate", "concurrency", "max_attempts", "max_retry_time", "timeout"} <= {
+        s.name for s in marked
+    }
+    for entry in marked:
+        text = "http://127.0.0.1:9" if entry.name == "base_url" else _SAMPLE[entry.kind]
+        resolved = resolve({}, {entry.env: text}, None, None)
+        flags, notes = config.command_flags(resolved)
+        expected = [entry.flag] if entry.kind is config.Kind.BOOL else [entry.flag, text]
+        assert list(flags) == expected and notes == (), entry.name
+    assert config.command_flags(resolve({}, {}, None, None)) == ((), ())
+    sms = config.command_flags(resolve({"product": "sms", "region": "eu"}, {}, None, None))
+    assert sms == (("--base-url", "https://sms.8x8.uk"), ())
+    assert config.command_flags(resolve({"rate": 1234567.5}, {}, None, None))[0] == (
+        "--rate",
+        "1234567.5",
+    )
+
+
+def test_printed_commands_never_show_a_password(tmp_path: Path) -> None:
+    """A marked setting holding a URL with a password (a proxy): from a flag it is printed with
+    **** and a note; from the environment it is left out, and the note says where it comes from."""
+    proxy = config.Setting(
+        name="proxy", kind=config.Kind.TEXT, group="API", help="a proxy", in_commands=True
+    )
+    secret = "http://ops:s3cret-pw@proxy.example:3128"
+    for layer, origin in ((Layer.FLAG, "--proxy"), (Layer.ENV, "BULK_CANCEL_PROXY")):
+        resolved = config.ResolvedSettings(
+            {"proxy": secret}, {"proxy": config.Source(layer, origin)}
+        )
+        flags, notes = config.command_flags(resolved, (proxy,))
+        assert "s3cret-pw" not in " ".join(flags + notes)
+        if layer is Layer.FLAG:
+            assert flags == ("--proxy", "http://ops:****@proxy.example:3128")
+            assert "put it back" in notes[0] and "BULK_CANCEL_PROXY" in notes[0]
+        else:
+            assert flags == () and "read again from BULK_CANCEL_PROXY" in notes[0]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -12,7 +14,15 @@ from collections import Counter
 from pathlib import Path
 
 from conftest import API_KEY, umids
-from e2e import SimProcess, bulk_cancel, read_results, read_summary, simulator, write_csv
+from e2e import (
+    SimProcess,
+    bulk_cancel,
+    read_results,
+    read_summary,
+    run_printed,
+    simulator,
+    write_csv,
+)
 
 SUB = "acme_hq"
 
@@ -319,3 +329,134 @@ def test_ctrl_c_while_reading_stops_without_sending(tmp_path: Path) -> None:
     assert code == 130, err
     assert "nothing was sent" in err
     assert not ledger.exists() and not out.exists()
+
+
+def _wrong_key_run(src: Path, out: Path, url: str) -> int:
+    """A first run with a key the simulator refuses; how many requests it got in."""
+    ran = bulk_cancel(
+        "run", "--input", src, "--subaccount", SUB, "--output", out, "--base-url", url,
+        "--concurrency", "8", key="a-wrong-key",
+    )  # fmt: skip
+    assert ran.code == 3, ran.stderr
+    counts = Counter(r["outcome"] for r in read_results(out))
+    assert counts["auth_failed"] > 0 and counts["not_attempted"] > 0
+    return counts["auth_failed"]
+
+
+def test_after_a_wrong_key_resume_with_the_right_one_sends_the_refused_rows(
+    tmp_path: Path,
+) -> None:
+    """A 401 applied nothing: --resume with the fixed key re-sends the auth_failed rows too, and
+    the summary speaks for both attempts (counts, requests and elapsed, each and in total)."""
+    ids = umids(3000, seed=21)
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in ids])
+    out = tmp_path / "results.csv"
+    with simulator("--api-key", API_KEY) as sim:
+        refused = _wrong_key_run(src, out, sim.url)
+        first_requests = sim.state()["requests"]
+        assert first_requests == refused
+        resumed = bulk_cancel(
+            "run", "--input", src, "--subaccount", SUB, "--output", out, "--base-url", sim.url,
+            "--resume",
+        )  # fmt: skip
+        state = sim.state(ids=True)
+    assert resumed.code == 0, resumed.stderr
+    assert Counter(r["outcome"] for r in read_results(out)) == {"cancelled": 3000}
+    assert len(state["cancelled"]) == 3000 and state["requests"] == first_requests + 3000
+    summary = read_summary(out)
+    first, second = summary["attempts"]
+    assert (first["mode"], first["exit_code"], first["requests"]) == ("first", 3, refused)
+    assert (second["mode"], second["exit_code"], second["requests"]) == ("resume", 0, 3000)
+    assert summary["requests"] == refused + 3000
+    assert summary["elapsed_s"] == round(first["elapsed_s"] + second["elapsed_s"], 3)
+    assert second["elapsed_s"] > 0
+    report = bulk_cancel("report", out, key=None)
+    assert "over 2 attempts" in report.stdout and "2. resume at" in report.stdout
+
+
+def test_after_a_wrong_key_retry_failed_sends_the_refused_and_unsent_rows(
+    tmp_path: Path,
+) -> None:
+    """--retry-failed after a refused key re-sends auth_failed and not_attempted rows, and a
+    retry with nothing left to send says so instead of recording an empty run."""
+    ids = umids(400, seed=22)
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in ids])
+    out = tmp_path / "results.csv"
+    with simulator("--api-key", API_KEY) as sim:
+        _wrong_key_run(src, out, sim.url)
+        retried = bulk_cancel("run", "--retry-failed", "--output", out, "--base-url", sim.url)
+        assert retried.code == 0, retried.stderr
+        assert Counter(r["outcome"] for r in read_results(out)) == {"cancelled": 400}
+        before = read_summary(out)
+        empty = bulk_cancel("run", "--retry-failed", "--output", out, "--base-url", sim.url)
+        assert sim.state()["requests"] == before["requests"]  # nothing sent
+    assert empty.code == 0, empty.stderr
+    events = [json.loads(line) for line in empty.stderr.splitlines()]
+    (note,) = [e for e in events if e["event"] == "run.nothing_to_do"]
+    assert note["message"].startswith("nothing to re-send")
+    assert not {"run.started", "run.finished"} & {e["event"] for e in events}
+    after = read_summary(out)
+    assert [a["mode"] for a in after["attempts"]] == ["first", "retry"]
+    assert after["elapsed_s"] == before["elapsed_s"] > 0
+
+
+def test_a_resume_that_leaves_refused_rows_unsent_never_exits_0(tmp_path: Path) -> None:
+    """Still the wrong key on --resume: the refused rows (first in line) are sent again, and the
+    exit is 3 while refused rows wait."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(300, seed=23)])
+    out = tmp_path / "results.csv"
+    with simulator("--api-key", API_KEY) as sim:
+        _wrong_key_run(src, out, sim.url)
+        before = sim.state()["requests"]
+        again = bulk_cancel(
+            "run", "--input", src, "--subaccount", SUB, "--output", out, "--base-url", sim.url,
+            "--resume", "--concurrency", "8", key="still-wrong-key",
+        )  # fmt: skip
+        assert sim.state()["requests"] > before  # the refused rows were sent again
+    assert again.code == 3
+    assert read_summary(out)["exit_code"] == 3
+    twice = [r for r in read_results(out) if r["attempts"] == "2"]
+    assert twice and {r["outcome"] for r in twice} == {"auth_failed"}
+
+
+def test_the_printed_commands_keep_the_traffic_settings_from_every_layer(tmp_path: Path) -> None:
+    """Rate from a flag, attempts from the environment, timeout from the config file: the printed
+    resume and retry commands repeat them, so pasted into a clean shell they send the same way."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(20, seed=24)])
+    out = tmp_path / "results.csv"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("timeout = 7.5\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EIGHTX8_", "BULK_CANCEL_"))}
+    env |= {
+        "EIGHTX8_API_KEY": API_KEY,
+        "BULK_CANCEL_MAX_ATTEMPTS": "2",
+        "BULK_CANCEL_CONFIG": str(cfg),
+    }
+    with simulator("--faults", "http_503=1.0") as sim:
+        first = subprocess.run(
+            [
+                sys.executable, "-m", "bulk_cancel", "run", "--input", str(src), "--subaccount",
+                SUB, "--output", str(out), "--base-url", sim.url, "--rate", "150",
+                "--concurrency", "4", "--failure-threshold", "1",
+            ],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert first.returncode == 1, first.stderr
+    summary = read_summary(out)
+    for command in (summary["resume_command"], summary["retry_failed_command"]):
+        words = shlex.split(command)
+        for flag, value in (
+            ("--rate", "150"),
+            ("--concurrency", "4"),
+            ("--max-attempts", "2"),
+            ("--timeout", "7.5"),
+            ("--failure-threshold", "1"),
+            ("--base-url", sim.url),
+        ):
+            assert words[words.index(flag) + 1] == value, (flag, command)
+    with simulator("--port", sim.url.rsplit(":", 1)[-1]):
+        again = run_printed(summary["resume_command"])  # a clean environment, no config
+    assert again.code == 0, again.stderr
+    used = read_summary(out)["settings"]
+    assert (used["rate_per_s"], used["concurrency"], used["timeout_s"]) == (150, 4, 7.5)
+    assert used["retry"]["max_attempts"] == 2

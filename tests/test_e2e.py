@@ -206,11 +206,11 @@ def test_exhausted_retries_fail_with_exit_1(tmp_path: Path) -> None:
     summary = read_summary(out)
     assert "--resume" in summary["resume_command"]
     # Off a terminal (cron mail, CI log) the command to re-send the failures is on stderr too,
-    # and in the final JSON event.
+    # as JSON events like every other line there.
     retry = summary["retry_failed_command"]
-    assert f"bulk-cancel: to re-send the failures: {retry}\n" in ran.stderr
-    finished = [json.loads(line) for line in ran.stderr.splitlines() if '"run.finished"' in line]
-    assert finished and finished[0]["retry_failed_command"] == retry
+    events = {e["event"]: e for e in map(json.loads, ran.stderr.splitlines())}
+    assert events["run.retry_hint"]["command"] == retry
+    assert events["run.finished"]["retry_failed_command"] == retry
 
 
 def test_bad_input_exits_2_with_one_line_and_sends_nothing(tmp_path: Path) -> None:
@@ -485,3 +485,64 @@ def test_a_signal_at_the_prompt_stops_at_once_and_leaves_nothing(
         again = bulk_cancel(*run_args(src, out, sim.url))  # the same command simply runs again
     assert again.code == 0, again.stderr
     assert check_accounting(out, 20) == {"cancelled": 20}
+
+
+def test_on_a_terminal_a_resume_asks_first_and_a_no_leaves_the_ledger_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """--resume on a terminal asks as the first run did: n sends nothing and keeps the ledger."""
+    src = write_csv(tmp_path / "in.csv", ["umid"], [[u] for u in umids(200, seed=83)])
+    out = tmp_path / "results.csv"
+    with simulator("--api-key", API_KEY) as sim:
+        first = bulk_cancel(*run_args(src, out, sim.url, "--concurrency", "4"), key="wrong-key")
+        assert first.code == 3
+        sent = sim.state()["requests"]
+        ledger = (tmp_path / "results.ledger.sqlite").read_bytes()
+        declined = on_terminal(*run_args(src, out, sim.url, "--resume"), answer="n")
+        assert sim.state()["requests"] == sent
+        assert declined.code == 2, declined.stdout
+        assert "Resume the run: cancel 200 scheduled messages in subaccount(s) acme_hq (200)" in (
+            declined.stdout
+        )
+        assert (tmp_path / "results.ledger.sqlite").read_bytes() == ledger
+        accepted = on_terminal(*run_args(src, out, sim.url, "--resume"), answer="y")
+        assert sim.state()["requests"] == sent + 200
+    assert accepted.code == 0, accepted.stdout
+    assert check_accounting(out, 200) == {"cancelled": 200}
+
+
+def test_report_breaks_the_rows_down_by_subaccount_or_an_input_column(tmp_path: Path) -> None:
+    """`report --by subaccount` / `--by campaign`: rows by outcome per group, equal to the results,
+    from the ledger, or from the results CSV once the ledger is gone; a wrong column says which."""
+    ids = umids(120, seed=84)
+    rows = [[u, ("sub_one", "sub_two")[i % 2], f"spring-{i % 3}"] for i, u in enumerate(ids)]
+    rows.append(["junk", "sub_one", "spring-0"])
+    src = write_csv(tmp_path / "in.csv", ["umid", "subaccount_id", "Campaign"], rows)
+    out = tmp_path / "results.csv"
+    with simulator("--not-found-ratio", "0.3", "--seed", "5") as sim:
+        ran = bulk_cancel("run", "--input", src, "--output", out, "--base-url", sim.url)
+    assert ran.code == 0, ran.stderr
+    results = read_results(out)
+
+    def expected(column: str) -> dict[str, dict[str, int]]:
+        tallies: dict[str, Counter[str]] = {}
+        for r in results:
+            tallies.setdefault(r[column], Counter())[r["outcome"]] += 1
+        return {k: dict(v) for k, v in sorted(tallies.items())}
+
+    by_sub = json.loads(bulk_cancel("report", out, "--by", "subaccount", "--format", "json").stdout)
+    assert by_sub["breakdown"] == {"by": "subaccount", "groups": expected("subaccount_id")}
+    assert len(by_sub["breakdown"]["groups"]["sub_one"]) >= 2  # outcomes differ within a group
+    by_campaign = json.loads(
+        bulk_cancel("report", out, "--by", "campaign", "--format", "json").stdout
+    )
+    assert by_campaign["breakdown"] == {"by": "Campaign", "groups": expected("Campaign")}
+    table = bulk_cancel("report", out, "--by", "Campaign")
+    assert table.code == 0 and "by Campaign" in table.stdout and "spring-2" in table.stdout
+    wrong = bulk_cancel("report", out, "--by", "campain")
+    assert wrong.code == 2 and "did you mean 'Campaign'?" in wrong.stderr
+    (tmp_path / "results.ledger.sqlite").unlink()
+    from_csv = json.loads(
+        bulk_cancel("report", out, "--by", "subaccount", "--format", "json").stdout
+    )
+    assert from_csv["breakdown"]["groups"] == expected("subaccount_id")

@@ -102,6 +102,55 @@ def test_reopen_failures_keeps_ambiguity(ledger_path: Path) -> None:
     ledger.close()
 
 
+def test_reopen_sends_again_what_the_key_refused_but_not_what_is_final(
+    ledger_path: Path,
+) -> None:
+    """A 401/403 and an API code 1001 applied nothing and depend on the key: reopened, their
+    answer cleared; a subaccount refused locally and real answers stay final."""
+    u = umids(6)
+    ledger = make_ledger(ledger_path, [("a_sub", x) for x in u[:5]])
+    ledger.add(
+        [("bad sub", u[5], Kind.MESSAGE, 7, None, Result(outcome=Outcome.SUBACCOUNT_REJECTED))]
+    )
+    work = ledger.next_work("a_sub", 0, 5)
+    ledger.record(
+        [
+            (
+                work[0].seq,
+                Result(outcome=Outcome.AUTH_FAILED, http_status=401, error_code=1200, attempts=1),
+                False,
+            ),
+            (
+                work[1].seq,
+                Result(
+                    outcome=Outcome.SUBACCOUNT_REJECTED,
+                    http_status=400,
+                    error_code=1001,
+                    attempts=1,
+                ),
+                False,
+            ),
+            (
+                work[2].seq,
+                Result(outcome=Outcome.CANCELLED, http_status=200, cancelled_count=1, attempts=1),
+                False,
+            ),
+            (work[3].seq, Result(outcome=Outcome.NOT_FOUND, http_status=404, attempts=1), False),
+        ]
+    )
+    ledger.release([work[4].seq])
+    assert ledger.resendable() == {"auth_failed": 1, "subaccount_rejected": 1}
+    assert ledger.reopen_failures() == 2
+    assert ledger.resendable() == {}
+    rows = {r[0]: r for chunk in ledger.iter_results() for r in chunk}
+    assert rows[u[0]][3:6] == ("not_attempted", None, None)
+    assert rows[u[1]][3] == "not_attempted" and rows[u[2]][3] == "cancelled"
+    assert rows[u[5]][3] == "subaccount_rejected"
+    again = ledger.next_work("a_sub", 0, 10)
+    assert [w.target_id for w in again] == [u[0], u[1], u[4]]
+    ledger.close()
+
+
 def test_extra_columns_come_back_with_results(ledger_path: Path) -> None:
     """The input's other columns are stored per row and returned after the result columns."""
     ledger = Ledger.create(ledger_path, {"extra_columns": ["campaign", "note"]})

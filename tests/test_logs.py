@@ -50,3 +50,15 @@ def test_console_renderer_on_request() -> None:
     assert "settings.warning" in stream.getvalue()
     assert API_KEY not in stream.getvalue()
     assert not stream.getvalue().startswith("{")
+
+
+def test_a_json_event_without_structlog_has_the_shape_of_its_lines() -> None:
+    """`json_event` (errors before logging is set up) writes one line like the JSON renderer's."""
+    stream = io.StringIO()
+    logs.json_event(
+        {"event": "run.error", "message": "bad", "exit_code": 2}, level="error", stream=stream
+    )
+    (line,) = stream.getvalue().splitlines()
+    event = json.loads(line)
+    assert (event["event"], event["level"], event["exit_code"]) == ("run.error", "error", 2)
+    assert event["timestamp"].endswith("Z")

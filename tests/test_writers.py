@@ -551,15 +551,25 @@ def test_metrics_are_valid_textfile_gauges(tmp_path: Path) -> None:
         ("bulk_cancel_rows", frozenset({job, ("outcome", "cancelled")})): 3,
         ("bulk_cancel_rows", frozenset({job, ("outcome", "not_found")})): 1,
         ("bulk_cancel_rows", frozenset({job, ("outcome", "failed")})): 0,
-        ("bulk_cancel_requests_total", frozenset({job})): 6,
-        ("bulk_cancel_retries_total", frozenset({job})): 2,
+        ("bulk_cancel_requests", frozenset({job})): 6,
+        ("bulk_cancel_retries", frozenset({job})): 2,
         ("bulk_cancel_duration_seconds", frozenset({job})): 1.5,
-        ("bulk_cancel_cancelled_total", frozenset({job})): 7,
+        ("bulk_cancel_cancelled_messages", frozenset({job})): 7,
         ("bulk_cancel_last_run_timestamp_seconds", frozenset({job})): end,
         ("bulk_cancel_last_success_timestamp_seconds", frozenset({job})): end,
         ("bulk_cancel_exit_code", frozenset({job})): 0,
     }
     assert only_files(tmp_path) == ["bulk_cancel.prom"]
+
+
+def test_no_gauge_is_named_like_a_counter(tmp_path: Path) -> None:
+    """Every metric is a gauge, and no gauge ends in `_total` (Prometheus keeps it for counters)."""
+    path = tmp_path / "bulk_cancel.prom"
+    write_metrics(path, run_summary(exit_code=0, finished_at="2026-11-28T23:00:01+00:00"), job="j")
+    text = path.read_text(encoding="utf-8")
+    types = [line.split() for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert types and all(kind == "gauge" for _, _, _, kind in types)
+    assert [name for _, _, name, _ in types if name.endswith("_total")] == []
 
 
 def test_metrics_keep_the_last_success_through_a_failed_run(tmp_path: Path) -> None:
