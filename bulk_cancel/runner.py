@@ -30,7 +30,7 @@ from .ledger import Ledger, ledger_path
 from .model import RESULT_COLUMNS, Kind, Outcome, Result
 from .normalize import canonical_uuid, clean
 from .pipeline import Pipeline, PipelineSettings, Progress, RunReport, StopReason
-from .settings import DEFAULT_BASE_URL, RunSettings
+from .settings import DEFAULT_BASE_URL, RunSettings, mask_url
 
 log = structlog.get_logger("bulk_cancel")
 
@@ -424,7 +424,11 @@ class Runner:
             ledger.set_meta({"last_run_started_at": started_wall})
             ledger.commit()
             log.info(
-                "run.started", base_url=s.base_url, rate_per_s=s.rate_per_s, ledger=str(ledger.path)
+                "run.started",
+                base_url=s.base_url,
+                proxy=None if s.proxy is None else mask_url(s.proxy),
+                rate_per_s=s.rate_per_s,
+                ledger=str(ledger.path),
             )
             self.sending.set()
             report = await self._send(ledger)
@@ -463,6 +467,8 @@ class Runner:
             base_url=s.base_url,
             timeout_s=s.timeout_s,
             max_connections=s.concurrency or 512,
+            proxy=s.proxy,
+            ca_bundle=s.ca_bundle,
         )
         async with CancelClient(client_settings, self._api_key) as client:
             self.pipeline = Pipeline(ledger, client, pipeline_settings, progress=self.progress)
@@ -527,6 +533,8 @@ class Runner:
             or report.rejected_subaccounts
         ):
             exit_code = ExitCode.REJECTED
+        elif report.stop_reason == StopReason.NETWORK:
+            exit_code = ExitCode.NETWORK
         elif self._signal is not None:
             exit_code = ExitCode.SIGINT if self._signal == signal.SIGINT else ExitCode.SIGTERM
         elif (
@@ -595,6 +603,11 @@ class Runner:
             )
         if report.stop_reason == StopReason.THRESHOLD:
             return f"stopped: {report.stop_detail}. Fix the cause, then: {resume_command(s)}"
+        if report.stop_reason == StopReason.NETWORK:
+            return (
+                f"stopped, nothing more sent: {report.stop_detail}. Rows without an answer stay "
+                f"not_attempted; fix it, then: {resume_command(s)}"
+            )
         if report.stop_reason == StopReason.FATAL:
             return f"stopped: {report.stop_detail}"
         if report.stop_reason == StopReason.INTERRUPTED:
