@@ -318,3 +318,27 @@ def test_wrong_proxy_credentials_stop_the_run(
     )
     assert again.code == ExitCode.OK, again.stderr
     assert outcomes(again.output) == {"cancelled"} and tls_simulator.state.requests == 20
+
+
+async def test_plain_http_goes_through_the_proxy_and_its_407_blocks(proxy: Proxy) -> None:
+    """An http:// host (the simulator) is sent through the proxy in absolute form, no tunnel;
+    with wrong credentials the proxy's own 407 is a blocked way, not the API's answer."""
+    from bulk_cancel.simulator import running_simulator
+
+    target = Target(subaccount=SUB, id=umids(1)[0])
+    async with running_simulator() as sim:
+        settings = ClientSettings(base_url=sim.url, proxy=proxy.url())
+        async with CancelClient(settings, API_KEY) as client:
+            ok = await client.cancel(target)
+        wrong = ClientSettings(base_url=sim.url, proxy=proxy.url(password="nope-nope"))
+        async with CancelClient(wrong, API_KEY) as client:
+            refused = await client.cancel(target)
+        requests = sim.state.requests
+    assert (ok.status, ok.cancelled_count) == (200, 1)
+    assert requests == 1  # the refused one never reached the simulator
+    assert refused.blocked_by is not None and "HTTP 407" in refused.blocked_by
+    assert not refused.request_sent and "nope-nope" not in refused.blocked_by
+    port = sim.url.rsplit(":", 1)[1]
+    assert (
+        len(proxy.wait_for(rf"DELETE 127\.0\.0\.1:{port}\b|DELETE http://127\.0\.0\.1:{port}")) >= 1
+    )
