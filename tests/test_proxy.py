@@ -342,3 +342,36 @@ async def test_plain_http_goes_through_the_proxy_and_its_407_blocks(proxy: Proxy
     assert (
         len(proxy.wait_for(rf"DELETE 127\.0\.0\.1:{port}\b|DELETE http://127\.0\.0\.1:{port}")) >= 1
     )
+
+
+async def test_a_silent_proxy_blocks_the_way_within_the_connect_timeout(
+    tls_simulator: TlsSimulator,
+) -> None:
+    """A proxy that accepts connections but never answers CONNECT: blocked once the connect
+    timeout passes (nothing had worked through it yet), nothing sent."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing, keep it open
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = ClientSettings(
+        base_url=tls_simulator.url,
+        proxy=f"http://127.0.0.1:{port}",
+        ca_bundle=tls_simulator.ca_bundle,
+        connect_timeout_s=0.3,
+    )
+    try:
+        async with CancelClient(settings, API_KEY) as client:
+            exchange = await asyncio.wait_for(
+                client.cancel(Target(subaccount=SUB, id=umids(1)[0])), 10
+            )
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert held, "the client never reached the silent proxy: the test proves nothing"
+    assert exchange.blocked_by is not None and "within 0.3 s" in exchange.blocked_by
+    assert not exchange.request_sent and tls_simulator.state.requests == 0
