@@ -375,3 +375,19 @@ async def test_a_silent_proxy_blocks_the_way_within_the_connect_timeout(
     assert held, "the client never reached the silent proxy: the test proves nothing"
     assert exchange.blocked_by is not None and "within 0.3 s" in exchange.blocked_by
     assert not exchange.request_sent and tls_simulator.state.requests == 0
+
+
+def test_a_proxy_password_given_as_a_flag_is_in_no_output(
+    tmp_path: Path, tls_simulator: TlsSimulator
+) -> None:
+    """--proxy with a password: stderr, the summary (its settings and the printed resume and
+    retry commands) and the results never show the password."""
+    port = dead_port()
+    ran = run_command(
+        tmp_path, tls_simulator, {}, "--proxy", f"http://ops:{PASSWORD}@127.0.0.1:{port}"
+    )
+    assert ran.code == ExitCode.NETWORK, ran.stderr
+    summary = (tmp_path / "out" / "results.summary.json").read_text()
+    assert json.loads(summary)["resume_command"]  # printed, and checked below
+    for text in (ran.stderr, summary, ran.output.read_text()):
+        assert PASSWORD not in text
