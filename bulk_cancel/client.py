@@ -386,8 +386,11 @@ def _refusal(status: int, reason: str | None) -> str:
 
 
 def _os_reason(exc: ClientConnectorError) -> str:
+    """Why a connection could not be made, in a few words (the OS's, when it gave some)."""
     error = exc.os_error
-    return error.strerror or type(error).__name__ if error is not None else type(exc).__name__
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused: nothing listens there"
+    return (error.strerror if error is not None else None) or type(error or exc).__name__
 
 
 #: The answers nearly every request gets, built once: an Exchange is immutable.
