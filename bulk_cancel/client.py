@@ -286,7 +286,6 @@ class CancelClient:
                 sock_read=s.timeout_s,
             ),
             middlewares=(_one_send,),
-            proxy=s.proxy,
         )
         # At most as many requests in flight as the connector holds connections, so no request
         # ever waits for a pooled connection inside aiohttp, where the connect timeout runs.
@@ -314,7 +313,9 @@ class CancelClient:
         try:
             async with in_flight:
                 try:
-                    response = await session.request("DELETE", url, allow_redirects=False)
+                    response = await session.request(
+                        "DELETE", url, allow_redirects=False, proxy=self._settings.proxy
+                    )
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     return self._failed(exc, sent=attempt.connected)
                 try:
