@@ -32,6 +32,9 @@ exit codes:
   2    bad flags, settings, key or input; the ledger refuses (exists: add --resume); a "no"
        at the confirmation; or the job is already running (its lock is held): nothing was sent
   3    stopped because the API rejected the key or a subaccount
+  4    stopped because the network path refused: the proxy cannot be reached or refuses
+       the credentials (407), or the API's certificate does not verify (--ca-bundle);
+       nothing more was sent: fix it, then finish with the command it prints (--resume)
   130  interrupted by Ctrl-C (SIGINT); 143 by SIGTERM: finish with the command it prints
        (--resume); at the prompt or while reading, nothing was sent: run it again
   141  the reader of its output went away (| head): ended quietly by SIGPIPE
@@ -309,12 +312,14 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     if job["dry_run"]:
         logs.configure(json=json_logs)
         return _print_plans(plan_runs(job), several=job["archive_dir"] is not None)
+    from .settings import url_secrets
+
     key = _api_key()
     tty = sys.stderr.isatty()
     # On a terminal the progress bar and the summary table tell the story; logs only warn.
     # In JSON mode stderr carries JSON alone: progress and the summary come as events.
     logs.configure(
-        secrets=[key],
+        secrets=[key, *url_secrets(job["proxy"])],  # the proxy's password is as secret
         json=json_logs,
         level="warning" if tty and job["log_format"] == "auto" else "info",
     )

@@ -4,33 +4,49 @@ The client owns the HTTP connections and knows nothing of files, retries or outc
 answer is :mod:`bulk_cancel.policy`'s job. It never raises for one request's failure; transport
 errors come back as an ``Exchange`` with ``transport_error`` set.
 
-It speaks HTTP/1.1 itself, over asyncio's transports, with `httptools`_ (the llhttp parser that
-Node.js uses) reading the answers. Every request is the same DELETE with the same headers and no
-body, so a request is one ``bytes`` join and one write, and an answer is parsed in C. aiohttp's
-general client machinery (URL objects, header multidicts, request and response objects, the
-connector, timers, middlewares) cost about 100 µs of CPU per request on these machines, three
-times everything else bulk-cancel does per row; this path costs about 35 µs (BENCHMARKS.md,
-figure 1). It also sends each request exactly once: aiohttp re-sends an idempotent request by
-itself when a connection drops, so a DELETE could reach the API twice and a "not found" could
-be our own first send. Here a lost answer comes back as a lost answer, and the policy decides.
+Every request goes through one aiohttp :class:`~aiohttp.ClientSession` per run, so forward
+proxies (``HTTPS_PROXY``, a ``proxy`` setting), CA bundles and keep-alive are aiohttp's job.
+Two things are added on top, both through aiohttp's public extension points:
 
-.. _httptools: https://github.com/MagicStack/httptools
+* **One send per attempt.** aiohttp re-sends an idempotent request (DELETE is one) by itself,
+  once, when a reused keep-alive connection turns out closed (``_request`` in
+  ``aiohttp/client.py``, the ``retry_persistent_connection`` loop): the API could apply the
+  first send and answer the second "not found". A client middleware turns those two errors into
+  :class:`AnswerLost`, which that loop does not catch, and the connector refuses a second
+  connection for the same attempt: a lost answer comes back as one, and the policy decides.
+* **The rate slot once the connection is open.** The connector awaits the request's *ready*
+  (see :class:`Canceller`) after it has a connection in hand and before a byte is written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import ssl
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Final, Protocol, cast
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
 from urllib.parse import quote, urlsplit
 
-import httptools
+import aiohttp
 import orjson
+from aiohttp import (
+    ClientConnectorCertificateError,
+    ClientConnectorError,
+    ClientHttpProxyError,
+    ClientOSError,
+    ClientPayloadError,
+    ClientProxyConnectionError,
+    ClientRequest,
+    ClientResponse,
+    ClientResponseError,
+    ServerDisconnectedError,
+)
+from aiohttp.client_middlewares import ClientHandlerType
+from aiohttp.tracing import Trace
+from yarl import URL
 
 from .model import Kind, Target
 
@@ -41,11 +57,8 @@ _BATCH_PATH: Final = "/api/v1/subaccounts/{sub}/messages/batch/{id}"
 #: Longest error message kept from a body (HTML error pages from proxies can be large).
 _MAX_MESSAGE_CHARS: Final = 300
 
-#: Most body bytes kept from one answer; the rest is read and dropped (8x8's answers are < 200 B).
-_MAX_BODY_BYTES: Final = 64 * 1024
-
 #: How long a resolved address list is reused before the host name is resolved again.
-_DNS_TTL_S: Final = 10.0
+_DNS_TTL_S: Final = 10
 
 #: Characters ``quote(safe="")`` never encodes, less ``.``: a value made only of these (every
 #: canonical umid and most subaccount ids) is its own encoding, found in a quarter of the time.
@@ -100,6 +113,10 @@ class Exchange:
     """The kind of transport failure, e.g. ``timeout`` or ``connection closed before the answer``."""
     request_sent: bool = True
     """False only when the request certainly never left (no connection could be made)."""
+    blocked_by: str | None = None
+    """Set when the way to the API itself refused (a proxy that cannot be reached or refuses
+    us, a certificate that does not verify): no request can get through as things are set up.
+    One line, naming the proxy with its password masked."""
 
 
 #: Awaited by the client once per request, with the connection in hand, just before the request
@@ -126,288 +143,97 @@ class ClientSettings:
     timeout_s: float = 30.0
     """The longest silence while waiting for an answer, after the request is written."""
     connect_timeout_s: float = 10.0
+    """The longest wait for a connection: TCP, a proxy's CONNECT tunnel and the TLS handshake."""
     max_connections: int = 64
     user_agent: str = "bulk-cancel"
+    proxy: str | None = field(default=None, repr=False)
+    """A forward proxy's URL (``http://user:password@host:port``), already chosen from the
+    settings and the environment; ``None`` goes direct. Kept out of ``repr``: it may hold a
+    password."""
+    ca_bundle: Path | None = None
+    """A PEM file of the CAs to trust instead of the system's (``SSL_CERT_FILE`` works too)."""
 
 
-class _Lost(Exception):
-    """The connection closed before the whole answer arrived."""
+class AnswerLost(aiohttp.ClientError):
+    """The request was written but its connection closed before the whole answer came.
 
-
-class _Malformed(Exception):
-    """The bytes that came back are not an HTTP/1.1 answer."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    status: int
-    body: bytes
-    retry_after: str | None
-    keep_alive: bool
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection: one request at a time, its answer parsed by llhttp.
-
-    The parser calls back ``on_header``, ``on_body`` and ``on_message_complete`` from inside
-    ``feed_data``; the answer is handed to the waiting request through a future.
+    Deliberately not an ``OSError``: aiohttp re-sends an idempotent request by itself on
+    ``ClientOSError`` and ``ServerDisconnectedError`` (once, on a reused connection), but lets
+    any other ``ClientError`` through. Raised instead of those two, it ends the attempt.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[_Answer] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timeout_s = 0.0
-        self._last_data = 0.0
-        self._body: list[bytes] = []
-        self._body_bytes = 0
-        self._retry_after: str | None = None
-        self._headers_done = False
-        self._framed = False  # the answer says where its body ends (length or chunked)
 
-    # -- asyncio.Protocol ------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+class _Attempt:
+    """One call of :meth:`CancelClient.cancel`, as the connector sees it (through a ContextVar)."""
 
-    def data_received(self, data: bytes) -> None:
-        if self._waiter is None:
-            # Bytes nobody asked for: the connection is out of step; never reuse it.
-            self.close()
-            return
-        self._last_data = self._loop.time()
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(_Malformed("the server switched protocols"))
-        except httptools.HttpParserError as exc:
-            self._fail(_Malformed(f"malformed HTTP answer ({exc})"))
+    __slots__ = ("connected", "ready")
 
-    def eof_received(self) -> bool:
-        return False  # close our side too; connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._waiter is None:
-            return
-        if self._headers_done and not self._framed:
-            # An answer without Content-Length or chunking ends where the connection does.
-            self._finish(self._parser.get_status_code(), keep_alive=False)
-        else:
-            self._fail(_Lost("connection closed before the answer"))
-
-    # -- llhttp callbacks ------------------------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lowered = name.lower()
-        if lowered == b"retry-after":
-            self._retry_after = value.decode("latin-1")
-        elif lowered in (b"content-length", b"transfer-encoding"):
-            self._framed = True
-
-    def on_headers_complete(self) -> None:
-        self._headers_done = True
-
-    def on_body(self, body: bytes) -> None:
-        if self._body_bytes < _MAX_BODY_BYTES:
-            self._body.append(body)
-            self._body_bytes += len(body)
-
-    def on_message_complete(self) -> None:
-        if self._waiter is None:  # a second answer to one request: out of step
-            self.close()
-            return
-        status = self._parser.get_status_code()
-        if 100 <= status < 200:  # an interim answer (100 Continue, 103): the real one follows
-            self._start_answer()
-            return
-        self._finish(status, keep_alive=self._parser.should_keep_alive())
-
-    # -- used by the pool and the client ---------------------------------------------------
-    @property
-    def usable(self) -> bool:
-        """Open, idle and not closing: a request written now would reach the server."""
-        t = self._transport
-        return t is not None and not t.is_closing()
-
-    def send(self, request: bytes, timeout_s: float) -> asyncio.Future[_Answer]:
-        """Write *request* and return the future of its answer."""
-        assert self._transport is not None and self._waiter is None
-        self._waiter = waiter = self._loop.create_future()
-        self._start_answer()
-        self._timeout_s = timeout_s
-        self._last_data = self._loop.time()
-        self._timer = self._loop.call_at(self._last_data + timeout_s, self._check_silence)
-        self._transport.write(request)
-        return waiter
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-
-    def abort(self) -> None:
-        """Drop the connection now (an abandoned request: its answer must never be read)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._waiter = None
-        if self._transport is not None:
-            self._transport.abort()
-
-    # -- internals -------------------------------------------------------------------------
-    def _start_answer(self) -> None:
-        self._body = []
-        self._body_bytes = 0
-        self._retry_after = None
-        self._headers_done = False
-        self._framed = False
-
-    def _check_silence(self) -> None:
-        self._timer = None
-        if self._waiter is None:
-            return
-        quiet = self._loop.time() - self._last_data
-        if quiet >= self._timeout_s:
-            self._fail(TimeoutError())  # and closes the connection: the answer may still come
-        else:
-            self._timer = self._loop.call_at(self._last_data + self._timeout_s, self._check_silence)
-
-    def _finish(self, status: int, *, keep_alive: bool) -> None:
-        answer = _Answer(status, b"".join(self._body), self._retry_after, keep_alive)
-        self._settle()
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(answer)
-
-    def _fail(self, exc: Exception) -> None:
-        self._settle()
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-        self.close()
-
-    def _settle(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def __init__(self, ready: Ready) -> None:
+        self.ready = ready
+        self.connected = False
+        """A connection was handed to aiohttp for this attempt: from here the request may leave."""
 
 
-class _Pool:
-    """Keep-alive connections to one origin: at most *limit* open, the most recently used first.
+#: The attempt the current task is making; the connector reads it (each worker is its own task).
+_ATTEMPT: ContextVar[_Attempt | None] = ContextVar("bulk_cancel_attempt", default=None)
 
-    Handing out the warmest connection keeps the number in use near what the traffic needs;
-    connections the server closed while idle are dropped when met.
+
+async def _one_send(req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+    """Client middleware: a written request whose connection then closed is not re-sent.
+
+    ``ClientConnectorError`` (a ``ClientOSError`` too) goes through untouched: no connection
+    was made, so nothing was sent, and aiohttp does not retry it either.
     """
+    try:
+        return await handler(req)
+    except ClientConnectorError:
+        raise
+    except (ServerDisconnectedError, ClientOSError) as exc:
+        raise AnswerLost("connection closed before the answer") from exc
 
-    def __init__(
+
+class _SlotConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, plus: one connection per attempt, and the rate slot once it is open."""
+
+    async def connect(
         self,
-        host: str,
-        port: int,
-        ssl_context: ssl.SSLContext | None,
-        limit: int,
-        connect_timeout_s: float,
-    ) -> None:
-        self._host = host
-        self._port = port
-        self._ssl = ssl_context
-        self._limit = max(1, limit)
-        self._connect_timeout_s = connect_timeout_s
-        self._idle: list[_Connection] = []
-        self._all: set[_Connection] = set()
-        self._opening = 0  # connections being opened: they count against the limit too
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._addresses: list[tuple[int, Any]] = []
-        self._addresses_until = 0.0
-        self._resolving = asyncio.Lock()  # one lookup at a time: the pool opens many at once
-
-    async def acquire(self) -> _Connection:
-        """A connection ready for one request: an idle one, a new one, or the next one freed."""
-        while True:
-            while self._idle:
-                conn = self._idle.pop()
-                if conn.usable:
-                    return conn
-                self._all.discard(conn)
-            if len(self._all) + self._opening < self._limit:
-                return await self._open()
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's own signature
+    ) -> aiohttp.connector.Connection:
+        attempt = _ATTEMPT.get()
+        if attempt is None:  # not one of ours (nothing else uses this session)
+            return await super().connect(req, traces, timeout)
+        if attempt.connected:
+            # A second connection for one attempt means aiohttp is sending it again: refuse,
+            # so the first send's lost answer is reported as lost.
+            raise AnswerLost("connection closed before the answer (not re-sent)")
+        conn = await super().connect(req, traces, timeout)
+        if attempt.ready is not None:
             try:
-                await waiter
+                await attempt.ready()
             except BaseException:
-                if not waiter.done():
-                    self._waiters.remove(waiter)
-                elif not waiter.cancelled():
-                    self._wake_one()  # woken, then cancelled: pass the turn on
+                conn.release()  # nothing was written on it
                 raise
-
-    def release(self, conn: _Connection, *, reuse: bool) -> None:
-        """Give *conn* back: to the idle list if it can carry another request, else close it."""
-        if reuse and conn.usable:
-            self._idle.append(conn)
-        else:
-            conn.close()
-            self._all.discard(conn)
-        self._wake_one()
-
-    def _wake_one(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def close(self) -> None:
-        for conn in self._all:
-            conn.close()
-        self._all.clear()
-        self._idle.clear()
-
-    async def _open(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        self._opening += 1
-        try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                conn = await self._connect(loop)
-        except BaseException:
-            self._wake_one()  # its place is free again: a request waiting for one may open it
-            raise
-        finally:
-            self._opening -= 1
-        self._all.add(conn)
+            protocol = conn.protocol
+            if protocol is None or not protocol.is_connected():
+                # The server closed the idle connection while we waited for the slot (a long
+                # Retry-After pause): nothing has left yet, so take another rather than write
+                # into a closed one.
+                conn.close()
+                conn = await super().connect(req, traces, timeout)
+        # From here aiohttp writes the request without awaiting anything: no event can close
+        # the connection between the check above and the write.
+        attempt.connected = True
         return conn
-
-    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
-        if loop.time() >= self._addresses_until:
-            async with self._resolving:
-                if loop.time() >= self._addresses_until:  # not already done while we waited
-                    infos = await loop.getaddrinfo(
-                        self._host, self._port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-                    )
-                    self._addresses = [(family, address) for family, _, _, _, address in infos]
-                    self._addresses_until = loop.time() + _DNS_TTL_S
-        error: OSError = OSError(f"{self._host} has no address")
-        for family, address in self._addresses:
-            try:
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(loop),
-                    host=address[0],
-                    port=address[1],
-                    family=family,
-                    ssl=self._ssl,
-                    server_hostname=self._host if self._ssl is not None else None,
-                )
-            except OSError as exc:
-                error = exc
-                continue
-            return conn  # asyncio and uvloop set TCP_NODELAY on TCP transports themselves
-        self._addresses_until = 0.0  # resolve again next time: the addresses may have moved
-        raise error
 
 
 class CancelClient:
-    """HTTP/1.1 keep-alive connections to one base URL, with one key. An async context manager."""
+    """One aiohttp session to one base URL, with one key. An async context manager."""
 
     def __init__(self, settings: ClientSettings, api_key: str) -> None:
+        from .settings import mask_url  # settings imports the policy, which imports this module
+
         if not header_safe(api_key):
             # Never name the key: only that it cannot go into a header as it is.
             raise ValueError("the API key holds characters that cannot be sent in an HTTP header")
@@ -417,97 +243,155 @@ class CancelClient:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) base URL: {settings.base_url!r}")
         self._settings = settings
+        self._api_key = api_key
+        # The base URL's own path (if any) goes before each request's; both stay as encoded.
+        self._origin = URL(f"{parts.scheme}://{parts.netloc}", encoded=True)
+        self._prefix = quote(parts.path.rstrip("/"), safe="/%!$&'()*+,;=:@-._~")
         self._host = parts.hostname
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._tls = parts.scheme == "https"
-        prefix = quote(parts.path.rstrip("/"), safe="/%!$&'()*+,;=:@-._~")
-        host = parts.hostname.encode("idna").decode("ascii")
-        if ":" in host:
-            host = f"[{host}]"  # an IPv6 literal
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        self._request_line_start = b"DELETE " + prefix.encode("ascii")
-        self._request_rest = (
-            " HTTP/1.1\r\n"
-            f"Host: {host}\r\n"
-            f"Authorization: Bearer {api_key}\r\n"
-            "Accept: application/json\r\n"
-            f"User-Agent: {settings.user_agent}\r\n"
-            "\r\n"
-        ).encode("ascii")
-        self._pool: _Pool | None = None
+        self._proxy_shown = mask_url(settings.proxy) if settings.proxy else None
+        self._proxy_reached = False  # a connection through the proxy has been made
+        self._session: aiohttp.ClientSession | None = None
+        self._in_flight: asyncio.Semaphore | None = None
 
-    def __repr__(self) -> str:  # the key lives in _request_rest: keep it out of any repr
+    def __repr__(self) -> str:  # the key and the proxy's password stay out of any repr
         return f"CancelClient({self._settings.base_url!r})"
 
     async def __aenter__(self) -> CancelClient:
         s = self._settings
-        # Verification stays on, always: certificates and host names are checked.
-        context = ssl.create_default_context() if self._tls else None
-        self._pool = _Pool(self._host, self._port, context, s.max_connections, s.connect_timeout_s)
+        # Verification stays on, always: certificates and host names are checked. With no
+        # bundle, OpenSSL's defaults apply, and they honour SSL_CERT_FILE.
+        context = ssl.create_default_context(
+            cafile=str(s.ca_bundle) if s.ca_bundle is not None else None
+        )
+        limit = max(1, s.max_connections)
+        connector = _SlotConnector(
+            limit=limit, limit_per_host=0, ttl_dns_cache=_DNS_TTL_S, ssl=context
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={
+                "Authorization": f"Bearer {self._api_key}",
+                "Accept": "application/json",
+                "User-Agent": s.user_agent,
+            },
+            # 8x8's answers are under 200 bytes: compressing them would only cost CPU.
+            skip_auto_headers=("Accept-Encoding",),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            # total=None: the wait for a rate slot happens inside the request and may be long.
+            # connect bounds TCP, a proxy's CONNECT answer and TLS; sock_read the silence.
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=s.connect_timeout_s,
+                sock_connect=s.connect_timeout_s,
+                sock_read=s.timeout_s,
+            ),
+            middlewares=(_one_send,),
+        )
+        # At most as many requests in flight as the connector holds connections, so no request
+        # ever waits for a pooled connection inside aiohttp, where the connect timeout runs.
+        self._in_flight = asyncio.Semaphore(limit)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
-            await asyncio.sleep(0)  # let the transports report themselves closed
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def cancel(self, target: Target, ready: Ready = None) -> Exchange:
         """Send one DELETE for *target* and describe what came back. Never raises for I/O.
 
         *ready* is awaited once, with a connection open (see :class:`Canceller`). The request is
-        sent once: a lost answer comes back as one, for the policy to retry or not.
+        sent at most once: a lost answer comes back as one, for the policy to retry or not.
         """
-        pool = self._pool
-        assert pool is not None, "use CancelClient as an async context manager"
-        request = (
-            self._request_line_start + target_path(target).encode("ascii") + self._request_rest
+        session, in_flight = self._session, self._in_flight
+        assert session is not None and in_flight is not None, (
+            "use CancelClient as an async context manager"
         )
+        url = self._origin.with_path(self._prefix + target_path(target), encoded=True)
+        attempt = _Attempt(ready)
+        token = _ATTEMPT.set(attempt)
         try:
-            conn = await _ready_connection(pool, ready)
-        except (OSError, TimeoutError) as exc:
-            return Exchange(transport_error=_connect_error(exc), request_sent=False)
-        reuse = False
-        try:
-            answer = await conn.send(request, self._settings.timeout_s)
-            reuse = answer.keep_alive
-        except TimeoutError:
-            return Exchange(transport_error="timeout")
-        except (_Lost, _Malformed) as exc:
-            return Exchange(transport_error=str(exc))
-        except BaseException:
-            conn.abort()  # abandoned mid-request: its answer must never be read as another's
-            raise
+            async with in_flight:
+                try:
+                    response = await session.request(
+                        "DELETE", url, allow_redirects=False, proxy=self._settings.proxy
+                    )
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    return self._failed(exc, sent=attempt.connected)
+                try:
+                    body = await response.read()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    return self._failed(exc, sent=True)
+                finally:
+                    response.close()  # read to the end: back to the pool; else dropped
         finally:
-            pool.release(conn, reuse=reuse)
-        return _exchange(answer.status, answer.body, retry_after=answer.retry_after)
+            _ATTEMPT.reset(token)
+        if self._proxy_shown is not None:
+            self._proxy_reached = True
+            if response.status == 407:  # a plain-http target: the proxy answers for itself
+                return self._blocked(
+                    f"the proxy {self._proxy_shown} {_refusal(response.status, response.reason)}"
+                )
+        return _exchange(response.status, body, retry_after=response.headers.get("Retry-After"))
+
+    def _failed(self, exc: BaseException, *, sent: bool) -> Exchange:
+        """The Exchange for a request that got no answer; *sent*: it may have left."""
+        if sent:
+            if isinstance(
+                exc, AnswerLost | ServerDisconnectedError | ClientOSError | ClientPayloadError
+            ):
+                return Exchange(transport_error="connection closed before the answer")
+            if isinstance(exc, TimeoutError):
+                return Exchange(transport_error="timeout")
+            if isinstance(exc, ClientResponseError):
+                return Exchange(transport_error=f"malformed HTTP answer ({exc.message})")
+            return Exchange(transport_error=f"no answer: {type(exc).__name__}")
+        proxy = self._proxy_shown
+        if isinstance(exc, ClientHttpProxyError):
+            what = f"the proxy {proxy} {_refusal(exc.status, exc.message)}"
+            if exc.status >= 500:  # the proxy could not reach the API, this time
+                return Exchange(transport_error=what, request_sent=False)
+            return self._blocked(what)
+        if isinstance(exc, ClientProxyConnectionError):
+            return self._blocked(f"the proxy {proxy} cannot be reached ({_os_reason(exc)})")
+        if isinstance(exc, ClientConnectorCertificateError):
+            reason = getattr(exc.certificate_error, "verify_message", None) or str(
+                exc.certificate_error
+            )
+            return self._blocked(
+                f"TLS certificate refused: {reason} ({self._host}); if your network inspects "
+                "TLS, give its CA with --ca-bundle"
+            )
+        if isinstance(exc, TimeoutError):
+            if proxy is not None and not self._proxy_reached:
+                return self._blocked(
+                    f"the proxy {proxy} did not open a connection within "
+                    f"{self._settings.connect_timeout_s:g} s"
+                )
+            return Exchange(transport_error="connect timeout", request_sent=False)
+        if isinstance(exc, ClientConnectorError):
+            return Exchange(
+                transport_error=f"cannot connect: {_os_reason(exc)}", request_sent=False
+            )
+        return Exchange(transport_error=f"cannot connect: {type(exc).__name__}", request_sent=False)
+
+    @staticmethod
+    def _blocked(what: str) -> Exchange:
+        return Exchange(transport_error=what, request_sent=False, blocked_by=what)
 
 
-async def _ready_connection(pool: _Pool, ready: Ready) -> _Connection:
-    """A connection from *pool* once *ready* (the rate slot) has been awaited with it in hand."""
-    conn = await pool.acquire()
-    if ready is None:
-        return conn
-    try:
-        await ready()
-    except BaseException:
-        pool.release(conn, reuse=True)  # nothing was written on it
-        raise
-    if conn.usable:
-        return conn
-    # The server closed the idle connection while we waited for the slot (a long Retry-After
-    # pause): nothing has left yet, so take another rather than write into a closed one.
-    pool.release(conn, reuse=False)
-    return await pool.acquire()
+def _refusal(status: int, reason: str | None) -> str:
+    if status == 407:
+        return f"refused the credentials (HTTP 407 {reason or 'Proxy Authentication Required'})"
+    return f"refused the tunnel (HTTP {status} {reason or ''})".replace(" )", ")")
 
 
-def _connect_error(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "connect timeout"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate refused: {exc.verify_message}"
-    return f"cannot connect: {type(exc).__name__}"
+def _os_reason(exc: ClientConnectorError) -> str:
+    """Why a connection could not be made, in a few words (the OS's, when it gave some)."""
+    error = exc.os_error
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused: nothing listens there"
+    return (error.strerror if error is not None else None) or type(error or exc).__name__
 
 
 #: The answers nearly every request gets, built once: an Exchange is immutable.

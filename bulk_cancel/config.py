@@ -226,6 +226,7 @@ TARGET_GROUP: Final = "what to cancel"
 #: How to read the input; ``validate`` has these flags too.
 INPUT_GROUP: Final = "input"
 _API: Final = "API"
+_NETWORK: Final = "network"
 _SAFETY: Final = "safety and resuming"
 _OUTPUT: Final = "output"
 _JOB: Final = "jobs and drop folders"
@@ -332,7 +333,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         group=_API,
         metavar="URL",
         shown_default="the host of --product in --region: https://chatapps.8x8.com",
-        help="the API host, instead of --product and --region (a proxy, the simulator)",
+        help="the API host, instead of --product and --region (a gateway, the simulator)",
     ),
     Setting(
         name="rate",
@@ -396,6 +397,26 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         group=_API,
         default=False,
         help="allow http:// to a non-loopback host (the key would travel unencrypted)",
+    ),
+    Setting(
+        name="proxy",
+        kind=Kind.TEXT,
+        group=_NETWORK,
+        metavar="URL",
+        shown_default="HTTPS_PROXY / HTTP_PROXY / ALL_PROXY unless NO_PROXY covers the host",
+        help="forward proxy, http://[user:password@]host:port; overrides the environment's. "
+        "The password is masked wherever the proxy is shown",
+        in_commands=True,
+    ),
+    Setting(
+        name="ca_bundle",
+        kind=Kind.PATH,
+        group=_NETWORK,
+        metavar="PEM",
+        shown_default="the system's CAs, or SSL_CERT_FILE",
+        help="CA certificates to trust instead of the system's (a TLS-inspecting proxy's CA); "
+        "verification is always on",
+        in_commands=True,
     ),
     Setting(
         name="resume",
@@ -662,6 +683,7 @@ def resolve(
         note = "the job file's name" if job_file is not None else None
         sources["job_name"] = Source(Layer.DEFAULT, note=note)
     _pick_base_url(values, sources)
+    _pick_proxy(values, sources, env)
     return ResolvedSettings(values, sources, job_file=job_file, config_file=config_file)
 
 
@@ -676,6 +698,22 @@ def _pick_base_url(values: dict[str, Any], sources: dict[str, Source]) -> None:
     sources["base_url"] = Source(
         host_from.layer, host_from.origin, note=f"product {product}, region {region}"
     )
+
+
+def _pick_proxy(values: dict[str, Any], sources: dict[str, Source], env: Mapping[str, str]) -> None:
+    """No ``proxy`` setting: the one curl and pip would take from the environment, if any."""
+    from .settings import proxy_from_env
+
+    if values["proxy"] is not None:
+        return
+    found = proxy_from_env(values["base_url"], env)
+    if found is not None:
+        values["proxy"], variable = found
+        sources["proxy"] = Source(Layer.ENV, variable)
+    elif any(env.get(name) for name in ("no_proxy", "NO_PROXY")) and proxy_from_env(
+        values["base_url"], {k: v for k, v in env.items() if k.lower() != "no_proxy"}
+    ):
+        sources["proxy"] = Source(Layer.DEFAULT, note="NO_PROXY covers the host: direct")
 
 
 # ------------------------------------------------------------------------------ run settings
@@ -708,7 +746,7 @@ def to_run_settings(
 ) -> RunSettings:
     """The frozen :class:`RunSettings` of one run: *input* and a rendered *output* per file."""
     from .policy import RetryPolicy
-    from .settings import RunSettings, check_base_url
+    from .settings import RunSettings, check_base_url, check_ca_bundle, check_proxy
     from .writers import output_format
 
     v, src = resolved.values, resolved.sources
@@ -729,6 +767,12 @@ def to_run_settings(
         origin = src["base_url"]
         where = f"{origin.origin}: base_url" if origin.layer in (Layer.JOB, Layer.CONFIG) else None
         raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+    proxy = v["proxy"]
+    if proxy is not None:
+        proxy = check_proxy(proxy, where=_where(src["proxy"], "proxy"))
+    ca_bundle = v["ca_bundle"]
+    if ca_bundle is not None:
+        ca_bundle = check_ca_bundle(ca_bundle, where=_where(src["ca_bundle"], "ca_bundle"))
     return RunSettings(
         input=input,
         output=output,
@@ -757,6 +801,9 @@ def to_run_settings(
         job_file=resolved.job_file,
         archive_dir=v["archive_dir"],
         command_flags=command_flags(resolved),
+        proxy=proxy,
+        proxy_source=None if proxy is None else str(src["proxy"]),
+        ca_bundle=ca_bundle,
     )
 
 
@@ -826,6 +873,13 @@ def _without_password(text: str) -> tuple[str, bool]:
     return parts._replace(netloc=f"{name}:****@{host}").geturl(), True
 
 
+def _where(source: Source, key: str) -> str:
+    """How an error names a setting: ``PATH: key`` for files, the flag or variable otherwise."""
+    if source.layer in (Layer.JOB, Layer.CONFIG):
+        return f"{source.origin}: {key}"
+    return source.origin or key
+
+
 def mask_key(key: str | None) -> str:
     """How ``config show`` tells of the API key: ``set (****abcd)``, never more than its last 4
     characters, and those only for a key of :data:`MASK_TAIL_FROM` characters or more (a
@@ -839,7 +893,7 @@ def show_data(resolved: ResolvedSettings) -> dict[str, dict[str, Any]]:
     """``config show --format json``: each setting's value (JSON types, null if unset) and source."""
     data = {}
     for entry in SETTINGS:
-        value = resolved.values[entry.name]
+        value = _shown(entry, resolved.values[entry.name])
         data[entry.name] = {
             "value": str(value) if isinstance(value, Path) else value,
             "source": str(resolved.sources[entry.name]),
@@ -851,7 +905,7 @@ def show_rows(resolved: ResolvedSettings) -> list[tuple[str, str, str]]:
     """(name, value, source) for every setting, in registry order, for ``config show``."""
     rows = []
     for entry in SETTINGS:
-        value = resolved.values[entry.name]
+        value = _shown(entry, resolved.values[entry.name])
         shown = "(not set)" if value is None else _plain(value)
         if value is None and entry.shown_default:
             shown = f"({entry.shown_default})"
@@ -860,6 +914,15 @@ def show_rows(resolved: ResolvedSettings) -> list[tuple[str, str, str]]:
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def _shown(entry: Setting, value: Any) -> Any:
+    """A value as ``config show`` may print it: a proxy's password masked."""
+    if entry.name == "proxy" and isinstance(value, str):
+        from .settings import mask_url
+
+        return mask_url(value)
+    return value
 
 
 def _check_template(text: str) -> None:

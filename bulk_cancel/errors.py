@@ -15,7 +15,8 @@ Only conditions that make the whole run pointless raise; a failure for one umid 
     └── Interrupted                 exit 130 / 143: SIGINT or SIGTERM before anything was sent
                                     (reading the input, or at the confirmation prompt)
 
-A refused key or subaccount (exit 3) is not an exception: the run stops itself, still writes one
+A refused key or subaccount (exit 3) and a refused network path (exit 4: a proxy that cannot be
+reached or refuses the credentials, a certificate that does not verify) are not exceptions: the run stops itself, still writes one
 row per umid and its summary, and the exit code comes from the summary's counts.
 """
 
@@ -36,6 +37,10 @@ class ExitCode(IntEnum):
     refuses, a "no" at the prompt): one line says what, nothing was sent."""
     REJECTED = 3
     """Stopped because the key or a subaccount was rejected."""
+    NETWORK = 4
+    """Stopped because the way to the API refused: the proxy cannot be reached or refuses (407),
+    or the API's certificate does not verify. Nothing more was sent; rows without an answer are
+    ``not_attempted`` and ``--resume`` finishes them once the network is fixed."""
     SIGINT = 130
     """Stopped by Ctrl-C (SIGINT): ``--resume`` finishes it, or, if nothing was sent yet, the
     same command again."""

@@ -64,6 +64,8 @@ class StopReason:
     THRESHOLD = "failure_threshold"
     INTERRUPTED = "interrupted"
     FATAL = "fatal_answer"
+    NETWORK = "network_refused"
+    """A proxy that cannot be reached or refuses us, or a certificate that does not verify."""
 
 
 @dataclass(slots=True)
@@ -375,6 +377,11 @@ class Pipeline:
                     )
                     self.stop(reason, _describe(exchange, verdict))
                 return verdict
+            if verdict.stop is Stop.RUN:
+                # The way to the API refused and nothing was sent: stop the run; this row goes
+                # back to not_attempted below, as do the rows no worker took.
+                self.stop(StopReason.NETWORK, verdict.detail)
+                break
             wait = 0.0 if verdict.throttled else policy.backoff_s(attempts, None, self._rng)
             budget_wait = (
                 verdict.retry_after_s if verdict.throttled and verdict.retry_after_s else wait

@@ -39,7 +39,8 @@ class Stop(enum.Enum):
     """How far a fatal answer reaches."""
 
     RUN = "run"
-    """The key is refused: every further request would fail the same way."""
+    """The key, or the way to the API (a proxy), is refused: every further request would fail
+    the same way."""
     SUBACCOUNT = "subaccount"
     """The subaccount is refused: its remaining rows would fail the same way."""
 
@@ -66,6 +67,10 @@ def judge(exchange: Exchange, *, was_ambiguous: bool, now: float | None = None) 
     A "nothing to cancel" answer (200 with 0, or 404) after an ambiguous attempt is
     ``unconfirmed``: the earlier attempt may well have cancelled the message.
     """
+    if exchange.blocked_by is not None:
+        # The way to the API refused (a proxy, a certificate): nothing was sent, and no
+        # request can get through until someone changes the set-up.
+        return Verdict(None, stop=Stop.RUN, detail=exchange.blocked_by)
     if exchange.status is None:
         # No answer: a connection that was never made cannot have applied the DELETE.
         return Verdict(None, ambiguous=exchange.request_sent, detail=exchange.transport_error)

@@ -30,7 +30,7 @@ from .ledger import Ledger, attempt_totals, ledger_path
 from .model import RESULT_COLUMNS, Kind, Outcome, Result
 from .normalize import canonical_uuid, clean
 from .pipeline import Pipeline, PipelineSettings, Progress, RunReport, StopReason
-from .settings import RunSettings
+from .settings import RunSettings, mask_url
 
 log = structlog.get_logger("bulk_cancel")
 
@@ -458,6 +458,7 @@ class Runner:
             log.info(
                 "run.started",
                 base_url=s.base_url,
+                proxy=None if s.proxy is None else mask_url(s.proxy),
                 rate_per_s=s.rate_per_s,
                 ledger=str(ledger.path),
                 mode=self.mode,
@@ -510,6 +511,8 @@ class Runner:
             base_url=s.base_url,
             timeout_s=s.timeout_s,
             max_connections=s.concurrency or 512,
+            proxy=s.proxy,
+            ca_bundle=s.ca_bundle,
         )
         async with CancelClient(client_settings, self._api_key) as client:
             self.pipeline = Pipeline(ledger, client, pipeline_settings, progress=self.progress)
@@ -573,6 +576,8 @@ class Runner:
             or refused
         ):
             return ExitCode.REJECTED
+        if report.stop_reason == StopReason.NETWORK:
+            return ExitCode.NETWORK
         if self._signal is not None:
             return ExitCode.SIGINT if self._signal == signal.SIGINT else ExitCode.SIGTERM
         if report.stop_reason is not None or left:
@@ -660,6 +665,11 @@ class Runner:
             )
         if report.stop_reason == StopReason.THRESHOLD:
             return f"stopped: {report.stop_detail}. Fix the cause, then: {resume_command(s)}"
+        if report.stop_reason == StopReason.NETWORK:
+            return (
+                f"stopped, nothing more sent: {report.stop_detail}. Rows without an answer stay "
+                f"not_attempted; fix it, then: {resume_command(s)}"
+            )
         if report.stop_reason == StopReason.FATAL:
             return f"stopped: {report.stop_detail}"
         if report.stop_reason == StopReason.INTERRUPTED:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .policy import DOCUMENTED_IP_RATE_PER_S, DOCUMENTED_RATE_PER_S, RetryPolicy
@@ -74,10 +76,20 @@ class RunSettings:
     command_flags: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     """The flags the printed resume and retry commands repeat, and notes on them (passwords left
     out): :func:`bulk_cancel.config.command_flags`."""
+    proxy: str | None = field(default=None, repr=False)
+    """The forward proxy's URL, from the settings or the environment; ``None`` goes direct.
+    It may hold a password: shown only through :func:`mask_url`."""
+    proxy_source: str | None = None
+    """Where the proxy came from: a setting's layer, or the variable (``HTTPS_PROXY``)."""
+    ca_bundle: Path | None = None
+    """A PEM file of CAs to trust instead of the system's."""
 
     def public(self) -> dict[str, Any]:
-        """The settings as plain values for the summary and ``config show`` (there is no key here)."""
+        """The settings as plain values for the summary and ``config show``: no key, and the
+        proxy's password masked."""
         values = asdict(self)
+        if self.proxy is not None:
+            values["proxy"] = mask_url(self.proxy)
         return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 
     def warnings(self) -> list[str]:
@@ -139,3 +151,121 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# ------------------------------------------------------------------------------ the network
+
+
+#: Environment variables naming a proxy, by the base URL's scheme, in the order curl reads them.
+_PROXY_VARS: Final = {
+    "https": ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"),
+    "http": ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"),
+}
+_NO_PROXY_VARS: Final = ("no_proxy", "NO_PROXY")
+
+
+def mask_url(url: str) -> str:
+    """*url* with its password (if any) shown as ``****``: how a proxy URL appears anywhere."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    netloc = f"{user}:****@{hostport}" if colon else f"{user}@{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The password in *url*, as written and percent-decoded: what the logs must redact."""
+    if not url:
+        return []
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    _, colon, password = userinfo.partition(":")
+    if not (at and colon and password):
+        return []
+    return list({password, unquote(password)})
+
+
+def proxy_from_env(base_url: str, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """The proxy curl and pip would use for *base_url*: ``(url, variable)``, or None for direct.
+
+    ``https_proxy`` / ``HTTPS_PROXY`` for an https base URL, ``http_proxy`` / ``HTTP_PROXY`` for
+    http, ``all_proxy`` / ``ALL_PROXY`` for either; the lower-case name wins. ``no_proxy`` /
+    ``NO_PROXY`` lists hosts that go direct: ``*`` for all, a name (``example.com`` also covers
+    ``api.example.com``; a leading dot is the same), an IP address or a CIDR block. A value
+    without a scheme is read as ``http://``, as curl does.
+    """
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    for name in _PROXY_VARS.get(parts.scheme, ()):
+        value = env.get(name, "").strip()
+        if value:
+            break
+    else:
+        return None
+    for name_np in _NO_PROXY_VARS:
+        if name_np in env:
+            if _bypassed(host, env[name_np]):
+                return None
+            break
+    return (value if "://" in value else f"http://{value}"), name
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for raw in no_proxy.replace(" ", ",").split(","):
+        entry = raw.strip().lower().strip("[]")
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        if address is not None:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        entry = entry.removeprefix("*").removeprefix(".")
+        if host == entry or host.endswith("." + entry):
+            return True
+    return False
+
+
+def check_proxy(url: str, *, where: str) -> str:
+    """A proxy URL must be ``http://`` or ``https://`` with a host: bad → ConfigError naming *where*."""
+    parts = urlsplit(url)
+    shown = mask_url(url)
+    if parts.scheme.startswith("socks"):
+        raise ConfigError(
+            f"{where} {shown!r}: SOCKS proxies are not supported; use an HTTP proxy (http://host:port)"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+        raise ConfigError(
+            f"{where} {shown!r} is not a proxy URL, e.g. http://proxy.example.com:3128 "
+            "(credentials: http://user:password@proxy.example.com:3128)"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"{where} {shown!r}: a proxy URL is scheme://host:port, nothing after")
+    return url
+
+
+def check_ca_bundle(path: Path, *, where: str) -> Path:
+    """A CA bundle must be a readable PEM file OpenSSL can load: bad → ConfigError."""
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except FileNotFoundError:
+        raise ConfigError(f"{where} {path}: no such file") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{where} {path}: not a PEM file of CA certificates ({exc}); export your "
+            "network's CA as PEM (-----BEGIN CERTIFICATE-----)"
+        ) from None
+    return path

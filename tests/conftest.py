@@ -14,6 +14,17 @@ from bulk_cancel.model import Kind, Target
 
 API_KEY = "sk_test_7f3c9a1e5b2d4c6e8a0b"
 
+#: The variables that route traffic through a proxy (either case): the suite runs without them.
+PROXY_VARIABLES = frozenset({"https_proxy", "http_proxy", "all_proxy", "no_proxy"})
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests talk to 127.0.0.1 directly unless they set a proxy themselves."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
 
 def umids(n: int, *, seed: int = 0) -> list[str]:
     """*n* distinct, reproducible, lowercase UUIDs."""

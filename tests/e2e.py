@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import API_KEY
+from conftest import API_KEY, PROXY_VARIABLES
 
 
 @dataclass
@@ -126,7 +126,11 @@ def wait_for_requests(sim: SimProcess, at_least: int, timeout_s: float = 30) -> 
 
 
 def _environment(key: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EIGHTX8_", "BULK_CANCEL_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("EIGHTX8_", "BULK_CANCEL_")) and k.lower() not in PROXY_VARIABLES
+    }
     if key is not None:
         env["EIGHTX8_API_KEY"] = key
     return env

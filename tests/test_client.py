@@ -10,13 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
+import aiohttp
 import pytest
 import trustme
 from aiohttp import web
-from conftest import API_KEY
+from conftest import API_KEY, make_ledger, umids
 
 from bulk_cancel.client import CancelClient, ClientSettings, Exchange, segment, target_path
 from bulk_cancel.model import Kind, Target
+from bulk_cancel.pipeline import Pipeline, PipelineSettings
+from bulk_cancel.policy import RetryPolicy
+from bulk_cancel.simulator import Faults, SimulatorConfig, running_simulator
 
 HOSTILE = [
     "../../admin",
@@ -157,10 +161,8 @@ async def test_sends_the_key_as_bearer_and_never_echoes_it(server: Server) -> No
 
 
 async def test_a_dropped_answer_is_lost_and_never_resent(server: Server) -> None:
-    """A connection dropped before the answer comes back as a lost answer; nothing is sent twice.
-
-    (aiohttp re-sent an idempotent request by itself here, so the API could see a DELETE twice.)
-    """
+    """A reused connection dropped after the cancel applied comes back as a lost answer; nothing
+    is sent twice (aiohttp alone re-sends the DELETE here: see the next test)."""
     async with client(server) as c:
         first = await c.cancel(Target(subaccount="sub_1", id="warm-up"))  # a keep-alive connection
         lost = await c.cancel(Target(subaccount="sub_1", id="drop-first"))
@@ -170,6 +172,51 @@ async def test_a_dropped_answer_is_lost_and_never_resent(server: Server) -> None
     assert lost.transport_error == "connection closed before the answer"
     assert again.status == 200  # the next request took a fresh connection
     assert server.seen["drop-first"] == 2  # once per cancel() call, never more
+
+
+async def test_aiohttp_alone_would_send_that_dropped_request_twice(server: Server) -> None:
+    """The control for the test above: a bare aiohttp session re-sends the DELETE by itself
+    when the reused connection drops, so the same server really does meet the re-send."""
+    async with aiohttp.ClientSession() as session:
+        async with session.delete(f"{server.url}/api/v1/subaccounts/sub_1/messages/warm-up"):
+            pass
+        async with session.delete(
+            f"{server.url}/api/v1/subaccounts/sub_1/messages/drop-first"
+        ) as r:
+            assert r.status == 200  # the second send's answer: the first send's is lost
+    assert server.seen["drop-first"] == 2
+
+
+async def test_every_send_the_simulator_saw_is_a_counted_attempt(tmp_path: Path) -> None:
+    """The simulator applies cancels and then drops the (reused) connection half the time:
+    each send it saw is one attempt the pipeline counted, and no row it cancelled is reported
+    as anything but cancelled or unconfirmed."""
+    ids = umids(40, seed=31)
+    ledger = make_ledger(tmp_path / "r.ledger.sqlite", [("acme_hq", u) for u in ids])
+    config = SimulatorConfig(faults=Faults(drop_after=0.5), seed=3)
+    retry = RetryPolicy(
+        max_attempts=20, max_elapsed_s=60, initial_backoff_s=0.01, max_backoff_s=0.02
+    )
+    async with running_simulator(config) as sim:
+        # Two connections for 40 rows: nearly every request rides a reused connection.
+        settings = ClientSettings(base_url=sim.url, max_connections=2)
+        async with CancelClient(settings, API_KEY) as client:
+            pipeline = Pipeline(
+                ledger,
+                client,
+                PipelineSettings(
+                    rate_per_s=5000, concurrency=2, retry=retry, failure_threshold=1.0
+                ),
+            )
+            await pipeline.run()
+        state = sim.state.snapshot(include_ids=True)
+    assert state["faults"]["drop_after"] >= 10  # the fault really happened, many times
+    assert state["requests"] == pipeline.progress.requests
+    assert sum(state["requests_per_id"].values()) == pipeline.progress.requests
+    got = {row[0]: row[3] for chunk in ledger.iter_results() for row in chunk}
+    assert set(got.values()) <= {"cancelled", "unconfirmed"}
+    assert "unconfirmed" in got.values()  # a dropped answer, then "nothing to cancel"
+    ledger.close()
 
 
 async def test_keep_alive_connections_are_reused(server: Server) -> None:
@@ -318,9 +365,10 @@ async def test_a_connection_closed_while_waiting_for_the_slot_is_replaced() -> N
         # The slot comes only once the server has dropped the idle keep-alive connection, and
         # our side has read its FIN.
         await until(lambda: not runner.server.connections)  # type: ignore[union-attr]
-        pool = c._pool
-        assert pool is not None
-        await until(lambda: not any(conn.usable for conn in pool._all))
+        session = c._session
+        assert session is not None and session.connector is not None
+        in_use = session.connector._acquired  # type: ignore[attr-defined]
+        await until(lambda: not any(protocol.is_connected() for protocol in in_use))
 
     try:
         async with CancelClient(ClientSettings(base_url=f"http://127.0.0.1:{port}"), API_KEY) as c:
@@ -364,18 +412,22 @@ async def raw_answer(answer: bytes, *, close: bool = True) -> tuple[Exchange, li
 
 
 async def test_the_request_is_one_plain_http11_delete() -> None:
-    """Request line, Host, the key as Bearer, JSON accepted; nothing else."""
+    """Request line, Host, the key as Bearer, JSON accepted, an empty body; nothing else
+    (no Accept-Encoding: the answers are too small to compress, no cookies)."""
     _, received = await raw_answer(
         b'HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{"cancelledCount":1}'
     )
     lines = received[0].decode("ascii").split("\r\n")
     port = lines[1].rsplit(":", 1)[1]
-    assert lines[:5] == [
+    assert lines == [
         "DELETE /api/v1/subaccounts/sub_1/messages/u-1 HTTP/1.1",
         f"Host: 127.0.0.1:{port}",
         f"Authorization: Bearer {API_KEY}",
         "Accept: application/json",
         "User-Agent: bulk-cancel",
+        "Content-Length: 0",
+        "",
+        "",
     ]
 
 

@@ -588,9 +588,7 @@ def test_latency_jitter_draws_evenly_and_leaves_the_faults_be() -> None:
     """Each answer waits latency_s plus an even draw of up to latency_jitter_s; the draws are
     seeded (a reset replays them) and apart from the fault draws, which stay as without jitter."""
     faults = Faults(http_503=0.3)
-    plain = _Simulator(
-        SimulatorConfig(faults=faults, seed=4), SimulatorState(), web.Response
-    )
+    plain = _Simulator(SimulatorConfig(faults=faults, seed=4), SimulatorState(), web.Response)
     config = SimulatorConfig(latency_s=0.1, latency_jitter_s=0.05, faults=faults, seed=4)
     jittered = _Simulator(config, SimulatorState(), web.Response)
     waits = []
