@@ -388,6 +388,7 @@ _SAMPLE = {
     config.Kind.SECONDS: "7",
     config.Kind.SHARE: "0.25",
     config.Kind.BOOL: "true",
+    config.Kind.PATH: "/etc/ssl/corp-ca.pem",
 }
 
 
