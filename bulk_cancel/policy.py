@@ -164,6 +164,10 @@ REORDER_S: Final = 0.015
 #: How long the gate remembers a round trip when finding the fastest: answers that stay slower
 #: for longer (a slower route, a busier API) are the new normal, not lateness to pay for.
 RTT_MEMORY_S: Final = 5.0
+#: The shortest sleep worth asking the event loop for: uvloop (libuv) keeps timers in whole
+#: milliseconds and runs a delay under half of one at the next turn, so shorter waits for a slot
+#: spin the loop instead of sleeping. A slot due within this is taken now.
+TICK_S: Final = 0.001
 
 
 def pace(ceiling_per_s: float) -> tuple[float, int]:
@@ -310,11 +314,12 @@ class RateGate:
             flight.counted = False
             self._unanswered -= 1
 
-    def _take(self, now: float, catch_up_s: float = 0.0) -> Flight | float:
+    def _take(self, now: float, catch_up_s: float = 0.0, ahead_s: float = 0.0) -> Flight | float:
         """Take a slot at *now* if one is open, else return how long until one may be.
 
         Slots up to *catch_up_s* (at least a burst) in the past are still open; older ones are
-        gone: nobody asked for them, or the loop stalled that long.
+        gone: nobody asked for them, or the loop stalled that long. A slot due within *ahead_s*
+        is open already.
         """
         if now < self._paused_until:
             return self._paused_until - now
@@ -322,8 +327,8 @@ class RateGate:
         earliest = now - max(catch_up_s, (self.burst - 1) * interval)
         if self._next < earliest:
             self._next = earliest
-        if self._next > now:
-            return self._next - now
+        if self._next > now + ahead_s:
+            return self._next - ahead_s - now
         counted, leaves = self._in_window(now)
         if counted >= self._window_limit:
             # Only time frees a place, unless round trips outlast the window (an answer can then
@@ -387,9 +392,9 @@ class RateGate:
         now = self._clock()
         if not self._leader:
             self._recover(now)
-            taken = self._take(now)
-            if isinstance(taken, Flight):
-                return taken  # nobody queued and a slot is open
+            first = self._take(now, 0.0, TICK_S)
+            if isinstance(first, Flight):
+                return first  # nobody queued and a slot is open
         else:
             waiter: asyncio.Future[Flight | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -409,32 +414,56 @@ class RateGate:
                     with contextlib.suppress(ValueError):
                         self._waiters.remove(waiter)
                 raise
-        # This caller leads: wait for the next slot, let out whoever else is due (a burst at
-        # most: a late wake-up catches up over several turns, not at once), hand over.
+        # This caller leads: wait for the next slot, let out whoever else is due within the
+        # burst (a late wake-up catches up over several turns, not at once), hand over.
         self._leader = True
         try:
             while True:
-                now = self._clock()
-                self._recover(now)
-                taken = self._take(now, CATCH_UP_S)
-                if isinstance(taken, Flight):
+                turn = self._turn(self._clock(), 1 + self._live_waiters())
+                if not isinstance(turn, float):
                     break
-                await asyncio.sleep(taken)
+                await asyncio.sleep(turn)
+            taken, *others = turn
             waiters = self._waiters
-            room = self.burst - 1
-            while waiters and room > 0:
-                if waiters[0].done():
+            for other in others:
+                while waiters[0].done():
                     waiters.popleft()
-                    continue
-                other = self._take(now, CATCH_UP_S)
-                if not isinstance(other, Flight):
-                    break
                 waiters.popleft().set_result(other)
-                room -= 1
         finally:
             self._leader = False
             self._hand_over()
         return taken
+
+    def _live_waiters(self) -> int:
+        """How many callers wait behind the leader (a burst's worth at most)."""
+        live = 0
+        for waiter in self._waiters:
+            if not waiter.done():
+                live += 1
+                if live >= self.burst - 1:
+                    break
+        return live
+
+    def _turn(self, now: float, wanted: int) -> list[Flight] | float:
+        """The slots one wake-up at *now* lets out, for *wanted* callers at most, else how long
+        to sleep first (:data:`TICK_S` at least).
+
+        The first slot is open if due within :data:`TICK_S`; with it go the slots due within a
+        burst's span from now, a burst at most: one wake-up per burst, not one per slot.
+        """
+        self._recover(now)
+        first = self._take(now, CATCH_UP_S, TICK_S)
+        if not isinstance(first, Flight):
+            return max(first, TICK_S)
+        flights = [first]
+        ahead_s = max(TICK_S, (self.burst - 1) / self.rate_per_s)
+        most = min(wanted, self.burst)
+        while len(flights) < most:
+            other = self._take(now, CATCH_UP_S, ahead_s)
+            if not isinstance(other, Flight):
+                break
+            flights.append(other)
+        return flights
 
     def _hand_over(self) -> None:
         """Make the first caller still waiting the leader."""
@@ -472,19 +501,29 @@ class Concurrency:
         self.auto = auto
         self.limit = min(cap, initial) if auto else cap
         self.latency_s = 0.0
-        self._grown = asyncio.Event()
+        # Workers waiting for the limit to reach them, by number: a growth wakes only those it
+        # lets through, not every parked worker to find most still above the limit.
+        self._parked: dict[int, asyncio.Future[None]] = {}
 
     async def admit(self, worker: int) -> None:
         """Return when worker number *worker* may send."""
         while worker >= self.limit:
-            await self._grown.wait()
+            parked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._parked[worker] = parked
+            try:
+                await parked
+            finally:
+                if self._parked.get(worker) is parked:
+                    del self._parked[worker]
 
     def open_all(self) -> None:
         """Let every worker through, for good: the lane is ending and parked workers must leave."""
         self.auto = False  # no later observation may shrink the limit under a parked worker
         self.limit = self.cap
-        grown, self._grown = self._grown, asyncio.Event()
-        grown.set()
+        parked, self._parked = self._parked, {}
+        for waiting in parked.values():
+            if not waiting.done():
+                waiting.set_result(None)
 
     def observe(self, latency_s: float, rate_per_s: float) -> None:
         """Feed one request's latency (an exponential moving average) and resize when automatic."""
@@ -495,8 +534,12 @@ class Concurrency:
             return
         wanted = min(self.cap, max(2, math.ceil(rate_per_s * self.latency_s * 1.5) + 2))
         if wanted > self.limit:
-            self.limit = wanted
-            grown, self._grown = self._grown, asyncio.Event()
-            grown.set()
+            grown, self.limit = range(self.limit, wanted), wanted
+            parked = self._parked
+            if parked:
+                for worker in grown:
+                    waiting = parked.pop(worker, None)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(None)
         elif wanted < self.limit:
             self.limit = wanted
