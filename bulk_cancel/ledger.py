@@ -19,9 +19,8 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -30,6 +29,7 @@ from .errors import LedgerError
 from .model import RESULT_COLUMNS, Kind, Outcome, Result
 
 SCHEMA_VERSION: Final = 1
+_KINDS: Final = {kind.value: kind for kind in Kind}
 
 PENDING: Final = 0
 SENT: Final = 1
@@ -62,9 +62,8 @@ CREATE TABLE IF NOT EXISTS rows (
 _TODO_INDEX: Final = "CREATE INDEX IF NOT EXISTS rows_todo ON rows (sub, seq) WHERE state < 2"
 
 
-@dataclass(frozen=True, slots=True)
-class WorkItem:
-    """A row to send, as a lane's workers take it from the ledger."""
+class WorkItem(NamedTuple):
+    """A row to send, as a lane's workers take it from the ledger (a tuple: one per request)."""
 
     seq: int
     subaccount: str
@@ -296,8 +295,9 @@ class Ledger:
             "UPDATE rows SET state = 1 WHERE sub = ? AND state < 2 AND seq > ? AND seq <= ?",
             (subaccount, after_seq, rows[-1][0]),
         )
+        kinds = _KINDS
         return [
-            WorkItem(seq, subaccount, tid, Kind(kind), bool(amb) or state == SENT, attempts)
+            WorkItem(seq, subaccount, tid, kinds[kind], bool(amb) or state == SENT, attempts)
             for seq, tid, kind, state, amb, attempts in rows
         ]
 

@@ -349,7 +349,6 @@ class Pipeline:
         attempts = 0
         started = self._clock()
         progress = self.progress
-        exchange = Exchange()
         while True:
             await gate.settle()  # a Retry-After pause is waited out before taking a connection
             slot.at = self._clock()

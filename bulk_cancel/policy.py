@@ -59,6 +59,10 @@ class Verdict:
     detail: str | None = None
 
 
+#: The verdict of each final outcome with nothing more to say, made once (verdicts are frozen).
+_FINAL: Final = {outcome: Verdict(outcome) for outcome in Outcome}
+
+
 def judge(exchange: Exchange, *, was_ambiguous: bool, now: float | None = None) -> Verdict:
     """Classify one exchange; *was_ambiguous* says an earlier attempt's answer was lost.
 
@@ -74,14 +78,14 @@ def judge(exchange: Exchange, *, was_ambiguous: bool, now: float | None = None) 
         if not exchange.body_ok:
             return Verdict(None, ambiguous=True, detail="unreadable 200 body")
         if exchange.cancelled_count:
-            return Verdict(Outcome.CANCELLED)
-        return Verdict(Outcome.UNCONFIRMED if was_ambiguous else Outcome.NOT_CANCELLABLE)
+            return _FINAL[Outcome.CANCELLED]
+        return _FINAL[Outcome.UNCONFIRMED if was_ambiguous else Outcome.NOT_CANCELLABLE]
     if code == 1001:
         return Verdict(Outcome.SUBACCOUNT_REJECTED, stop=Stop.SUBACCOUNT)
     if code == 1300 or (status == 404 and code is None):
-        return Verdict(Outcome.UNCONFIRMED if was_ambiguous else Outcome.NOT_FOUND)
+        return _FINAL[Outcome.UNCONFIRMED if was_ambiguous else Outcome.NOT_FOUND]
     if code == 1000 or (status == 400 and code is None):
-        return Verdict(Outcome.INVALID_UMID)
+        return _FINAL[Outcome.INVALID_UMID]
     if status in (401, 403) or code in (1200, 1201):
         return Verdict(Outcome.AUTH_FAILED, stop=Stop.RUN)
     if status == 426:
@@ -283,9 +287,8 @@ class RateGate:
             flight = flights.popleft()
             flight.queued = False
             self._uncount(flight)
+        self._forget_fastest(now)  # the newest answer always stays: the window may hold it
         fastest = self._fastest
-        while len(fastest) > 1 and fastest[0][0] <= now - RTT_MEMORY_S:
-            fastest.popleft()  # the newest answer always stays: the window may hold it
         leaves = math.inf
         if fastest:
             arrived_by = start + fastest[0][1]
@@ -329,11 +332,15 @@ class RateGate:
             self._next = earliest
         if self._next > now + ahead_s:
             return self._next - ahead_s - now
-        counted, leaves = self._in_window(now)
-        if counted >= self._window_limit:
-            # Only time frees a place, unless round trips outlast the window (an answer can then
-            # land before it): look again within 5 ms at the latest.
-            return min(leaves, 0.005)
+        limit = self._window_limit
+        # Everything the window may hold, before it forgets what left it: only near the limit is
+        # the exact count worth taking.
+        if self._unanswered + len(self._answered) + len(self._bound) + len(self._lost) >= limit:
+            counted, leaves = self._in_window(now)
+            if counted >= limit:
+                # Only time frees a place, unless round trips outlast the window (an answer can
+                # then land before it): look again within 5 ms at the latest.
+                return min(leaves, 0.005)
         flight = Flight(now)
         self._flights.append(flight)
         self._unanswered += 1
@@ -374,7 +381,15 @@ class RateGate:
     @property
     def min_rtt_s(self) -> float:
         """The fastest round trip of the last :data:`RTT_MEMORY_S` seconds (``inf``: none yet)."""
-        return self._fastest[0][1] if self._fastest else math.inf
+        fastest = self._fastest
+        self._forget_fastest(self._clock())
+        return fastest[0][1] if fastest else math.inf
+
+    def _forget_fastest(self, now: float) -> None:
+        """Drop round trips older than :data:`RTT_MEMORY_S`, but never the newest."""
+        fastest = self._fastest
+        while len(fastest) > 1 and fastest[0][0] <= now - RTT_MEMORY_S:
+            fastest.popleft()
 
     def _recover(self, now: float) -> None:
         if self.rate_per_s < self.target_per_s and now - self._last_adjust >= 1.0:
