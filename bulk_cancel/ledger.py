@@ -305,27 +305,41 @@ class Ledger:
         """Store final results ``(seq, result, ambiguous)`` (committed with the next commit)."""
         if not results:
             return
-        self._begin()
-        self._conn.executemany(
-            "UPDATE rows SET state = 2, outcome = ?, http_status = ?, error_code = ?, "
-            "error_message = ?, error_id = ?, cancelled_count = ?, attempts = attempts + ?, "
-            "finished_at = ?, ambiguous = ? WHERE seq = ?",
-            [
-                (
-                    r.outcome.value,
-                    r.http_status,
-                    r.error_code,
-                    r.error_message,
-                    r.error_id,
-                    r.cancelled_count,
-                    r.attempts,
-                    r.finished_at,
-                    int(amb),
-                    seq,
+        # Most rows carry no error: they bind six values, not ten (a quarter cheaper per row).
+        plain: list[tuple[object, ...]] = []
+        full: list[tuple[object, ...]] = []
+        for seq, r, amb in results:
+            if r.error_code is None and r.error_message is None and r.error_id is None and not amb:
+                plain.append(
+                    (
+                        r.outcome.value,
+                        r.http_status,
+                        r.cancelled_count,
+                        r.attempts,
+                        r.finished_at,
+                        seq,
+                    )
                 )
-                for seq, r, amb in results
-            ],
-        )
+            else:
+                full.append(
+                    (
+                        r.outcome.value,
+                        r.http_status,
+                        r.error_code,
+                        r.error_message,
+                        r.error_id,
+                        r.cancelled_count,
+                        r.attempts,
+                        r.finished_at,
+                        int(amb),
+                        seq,
+                    )
+                )
+        self._begin()
+        if plain:
+            self._conn.executemany(_RECORD_PLAIN, plain)
+        if full:
+            self._conn.executemany(_RECORD_FULL, full)
 
     def release(self, seqs: Sequence[int]) -> None:
         """Put rows marked ``SENT`` that were never sent back to ``PENDING``."""
@@ -447,6 +461,16 @@ class _Checkpointer:
         self._thread.join()
 
 
+_RECORD_PLAIN: Final = (
+    "UPDATE rows SET state = 2, outcome = ?, http_status = ?, error_code = NULL, "
+    "error_message = NULL, error_id = NULL, cancelled_count = ?, attempts = attempts + ?, "
+    "finished_at = ?, ambiguous = 0 WHERE seq = ?"
+)
+_RECORD_FULL: Final = (
+    "UPDATE rows SET state = 2, outcome = ?, http_status = ?, error_code = ?, "
+    "error_message = ?, error_id = ?, cancelled_count = ?, attempts = attempts + ?, "
+    "finished_at = ?, ambiguous = ? WHERE seq = ?"
+)
 _INSERT_PLAIN: Final = (
     "INSERT OR IGNORE INTO rows (seq, sub, tid, kind, line, extra) VALUES (?, ?, ?, ?, ?, ?)"
 )

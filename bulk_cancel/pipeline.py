@@ -350,7 +350,8 @@ class Pipeline:
         started = self._clock()
         progress = self.progress
         while True:
-            await gate.settle()  # a Retry-After pause is waited out before taking a connection
+            if gate.paused:
+                await gate.settle()  # a Retry-After pause is waited out before taking a connection
             slot.at = self._clock()
             exchange = await self._canceller.cancel(target, slot)
             slot.land(exchange)

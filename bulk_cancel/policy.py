@@ -396,6 +396,11 @@ class RateGate:
             self.rate_per_s = min(self.target_per_s, self.rate_per_s + self._recover_step)
             self._last_adjust = now
 
+    @property
+    def paused(self) -> bool:
+        """A pause (Retry-After) is on: :meth:`settle` would wait."""
+        return self._paused_until > self._clock()
+
     async def settle(self) -> None:
         """Wait out a pause (Retry-After), if one is on: before taking a connection to send."""
         delay = self._paused_until - self._clock()
