@@ -6,16 +6,19 @@ later, without a socket: what is left is everything that is ours per request —
 the lane's workers, judging, the ledger's batches and commits, progress. The process's CPU
 (user + system, ``getrusage``) is read over the sending phase only (the ledger is filled before).
 
-    python bench/pipeline_cpu.py [ROWS] [--latency-ms 100]
+    python bench/pipeline_cpu.py [ROWS] [--latency-ms 100] [--floor]
 
 Prints one JSON line: requests, seconds, the rate, cores used, and µs of CPU per request.
-Run it pinned to one core (``taskset -c 0``) as the bench does.
+Run it pinned to one core (``taskset -c 0``) as the bench does. ``--floor`` measures what the
+same requests cost with nothing of ours (a slot clock and a sleep per request): the difference is
+the pipeline's share.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import resource
 import tempfile
@@ -106,12 +109,47 @@ def measure(rows: int = 24_000, latency_s: float = 0.1) -> dict[str, Any]:
     return result
 
 
+async def _floor(
+    requests: int, latency_s: float, rate_per_s: float, workers: int
+) -> dict[str, Any]:
+    counter = itertools.count()
+    start = time.monotonic() + 0.01
+
+    async def worker() -> None:
+        for k in counter:
+            if k >= requests:
+                return
+            wait = start + k / rate_per_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await asyncio.sleep(latency_s)
+
+    cpu0, t0 = _cpu_s(), time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    wall_s, cpu_s = time.monotonic() - t0, _cpu_s() - cpu0
+    return {
+        "requests": requests,
+        "wall_s": round(wall_s, 3),
+        "rate_per_s": round(requests / wall_s, 1),
+        "cores": round(cpu_s / wall_s, 3),
+        "cpu_us_per_request": round(cpu_s / requests * 1e6, 1),
+    }
+
+
+def floor(requests: int = 24_000, latency_s: float = 0.1) -> dict[str, Any]:
+    """The same requests with nothing of ours: each of 544 workers sleeps until its slot on a
+    plain slot clock (one timer per request, at 2,990/s), then *latency_s* for its answer."""
+    return uvloop.run(_floor(requests, latency_s, 2990.0, 544))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("rows", type=int, nargs="?", default=24_000)
     parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--floor", action="store_true", help="measure the floor instead")
     ns = parser.parse_args()
-    print(json.dumps(measure(ns.rows, ns.latency_ms / 1000)))
+    run = floor if ns.floor else measure
+    print(json.dumps(run(ns.rows, ns.latency_ms / 1000)))
 
 
 if __name__ == "__main__":
