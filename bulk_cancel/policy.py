@@ -322,7 +322,7 @@ class RateGate:
 
         Slots up to *catch_up_s* (at least a burst) in the past are still open; older ones are
         gone: nobody asked for them, or the loop stalled that long. A slot due within *ahead_s*
-        is open already.
+        is open already; the wait returned is until the slot is due.
         """
         if now < self._paused_until:
             return self._paused_until - now
@@ -331,7 +331,7 @@ class RateGate:
         if self._next < earliest:
             self._next = earliest
         if self._next > now + ahead_s:
-            return self._next - ahead_s - now
+            return self._next - now
         limit = self._window_limit
         # Everything the window may hold, before it forgets what left it: only near the limit is
         # the exact count worth taking.
