@@ -201,40 +201,18 @@ class Flight:
 class RateGate:
     """Paces requests for one subaccount (or, as the per-IP cap, for all); shared by its workers.
 
-    Slots open at :func:`pace`'s rate (:data:`PACE_HEADROOM` under the ceiling). Callers queue
-    first come, first served; the one at the head (the *leader*) sleeps until the next slot,
-    takes it, lets out whoever else a late wake-up finds due, a small *burst* at most, and hands
-    the lead to the next in the queue, who goes on in the loop's next turn. Callers that waited
-    through a stall go out a burst per turn, catching up (for :data:`CATCH_UP_S` at most), not
-    all together (measured with one timer per caller instead: 1,830-1,887 counted in one second
-    at a 1,784/s pace).
-
-    **The window counts arrivals, as the server does.** The server counts requests when they
-    arrive, and a request can arrive late: a stall on the way out, or in the server's own loop,
-    delivers requests sent over 30 ms in one bunch, and the window of the second that follows
-    holds more than was sent in any one second. A fixed allowance for that costs rate on every
-    request and still fails when a stall is longer. Instead, the gate learns each request's
-    lateness from its answer: a request answered ``rtt`` after it left, when the fastest round
-    trip seen is ``min_rtt``, left ``rtt - min_rtt`` late at most, so it is counted as arriving
-    at ``answered - min_rtt`` (shifting every arrival by the same outbound time changes no
-    window's count). ``min_rtt`` is the fastest of the last :data:`RTT_MEMORY_S` seconds: a
-    faster answer lowers it at once (counting everything it holds later, the safe side), and a
-    lasting slow-down raises it once the fast ones are forgotten, instead of counting every
-    answer from then on as late. A request not yet answered counts as arriving now, for up to
-    :data:`UNANSWERED_HOLD_S` past its second, unless a request sent after it has been answered:
-    it arrived at most :data:`REORDER_S` after that one, so it counts at that answer plus
-    :data:`REORDER_S` if its own answer has not come by then. This caps what the server's own
-    slow answers cost: one answered 50 ms slower than the fastest is counted 15 ms late at most
-    when the requests around it were quick, while a stall, which delays every request after it
-    too, is still counted in full. A slot opens only while fewer than
-    ``ceiling - 1`` requests fall in the last second (plus :data:`WINDOW_MARGIN_S`) so counted:
-    whatever one-second window the server counts in, the last request sent into it was let out
-    only after this count saw all the others. The late ones are withheld in the second after a
-    stall, when they show; a steady stream pays only the pace's headroom.
-
-    On 429 the whole subaccount pauses for Retry-After and the rate halves (once per pause, not
-    once per 429: many in-flight requests are refused together); it then grows back by a twentieth
-    of the target per second.
+    - Slots open at :func:`pace`'s rate, :data:`PACE_HEADROOM` under the ceiling; callers are let
+      out first come, first served.
+    - A slot opens only while fewer than ``ceiling - 1`` requests fall in the last second (plus
+      :data:`WINDOW_MARGIN_S`), each counted where its answer says it may have arrived; every
+      flight :meth:`acquire` returns must be reported to :meth:`landed`. How the count works, and
+      why: docs/ARCHITECTURE.md, "Rate gate".
+    - One timer per burst: the caller at the head of the queue (the *leader*) sleeps until the
+      next slot is due (:data:`TICK_S` at least), lets out the slots due within a burst's span
+      from then (a burst at most), and hands the lead on. Slots a stall made overdue go out a
+      burst per loop turn, for :data:`CATCH_UP_S` at most.
+    - On 429 (:meth:`throttled`) the whole subaccount pauses for Retry-After and the rate halves,
+      once per pause; it then grows back by a twentieth of the target per second.
     """
 
     def __init__(
