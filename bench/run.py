@@ -603,7 +603,7 @@ def per_ip(ctx: Context) -> None:
 def pipeline_cpu(ctx: Context) -> None:
     """The pipeline's own CPU per request at 3,000/s, no network, against a bare slot clock."""
     script = str(Path(__file__).with_name("pipeline_cpu.py"))
-    rows = "12000" if ctx.quick else "24000"
+    rows = "6000" if ctx.quick else "12000"
     runs = 1 if ctx.quick else 3
     ours: list[dict[str, Any]] = []
     floors: list[dict[str, Any]] = []
