@@ -135,6 +135,8 @@ class Ran:
     stderr_path: Path | None
     timed_out: bool = False
     samples: list[dict[str, Any]] = field(default_factory=list)
+    cpu_s: float = 0.0
+    """CPU used, user + system, start to end (``wait4``)."""
 
 
 def _status_mb(pid: int, field: str) -> float | None:
@@ -149,6 +151,17 @@ def _status_mb(pid: int, field: str) -> float | None:
     return None
 
 
+def cpu_s(pid: int) -> float | None:
+    """The CPU a process has used so far, user + system, all its threads (``/proc/PID/stat``)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # The command name, in parentheses, may hold spaces: count fields after its end.
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(
     cmd: Sequence[str],
     *,
@@ -159,11 +172,13 @@ def run(
     sample: Callable[[], dict[str, Any]] | None = None,
     sample_every_s: float = 0.5,
     rss_every_s: float | None = None,
+    sample_cpu: bool = False,
 ) -> Ran:
     """Run *cmd* to the end (killed after *timeout_s*); time it and take its peak RSS.
 
     *sample* is called every *sample_every_s* while it runs (e.g. to read the simulator's
-    counters); with *rss_every_s*, the child's current RSS is sampled too.
+    counters); with *rss_every_s*, the child's current RSS is sampled too, and with
+    *sample_cpu* the CPU it has used so far (``cpu_s``) at each of *sample*'s points.
     """
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("EIGHTX8_")}
     full_env["EIGHTX8_API_KEY"] = KEY
@@ -193,6 +208,8 @@ def run(
             point: dict[str, Any] = {"t": time.time()}
             if rss_every_s:
                 point["rss_mb"] = _status_mb(proc.pid, "VmRSS")
+            if sample_cpu:
+                point["cpu_s"] = cpu_s(proc.pid)
             if sample is not None:
                 with contextlib.suppress(OSError, ValueError):
                     point.update(sample())
@@ -217,7 +234,7 @@ def run(
         thread = threading.Thread(target=sampler, daemon=True)
         thread.start()
     try:
-        _, status, _ = os.wait4(proc.pid, 0)
+        _, status, usage = os.wait4(proc.pid, 0)
     finally:
         wall_s = time.perf_counter() - t0
         timer.cancel()
@@ -239,6 +256,7 @@ def run(
         stderr_path=stderr_path,
         timed_out=timed_out.is_set(),
         samples=samples,
+        cpu_s=usage.ru_utime + usage.ru_stime,
     )
 
 

@@ -19,9 +19,8 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -30,6 +29,7 @@ from .errors import LedgerError
 from .model import RESULT_COLUMNS, RETRYABLE_OUTCOMES, Kind, Outcome, Result
 
 SCHEMA_VERSION: Final = 1
+_KINDS: Final = {kind.value: kind for kind in Kind}
 
 PENDING: Final = 0
 SENT: Final = 1
@@ -62,9 +62,8 @@ CREATE TABLE IF NOT EXISTS rows (
 _TODO_INDEX: Final = "CREATE INDEX IF NOT EXISTS rows_todo ON rows (sub, seq) WHERE state < 2"
 
 
-@dataclass(frozen=True, slots=True)
-class WorkItem:
-    """A row to send, as a lane's workers take it from the ledger."""
+class WorkItem(NamedTuple):
+    """A row to send, as a lane's workers take it from the ledger (a tuple: one per request)."""
 
     seq: int
     subaccount: str
@@ -365,8 +364,9 @@ class Ledger:
             "UPDATE rows SET state = 1 WHERE sub = ? AND state < 2 AND seq > ? AND seq <= ?",
             (subaccount, after_seq, rows[-1][0]),
         )
+        kinds = _KINDS
         return [
-            WorkItem(seq, subaccount, tid, Kind(kind), bool(amb) or state == SENT, attempts)
+            WorkItem(seq, subaccount, tid, kinds[kind], bool(amb) or state == SENT, attempts)
             for seq, tid, kind, state, amb, attempts in rows
         ]
 
@@ -374,27 +374,41 @@ class Ledger:
         """Store final results ``(seq, result, ambiguous)`` (committed with the next commit)."""
         if not results:
             return
-        self._begin()
-        self._conn.executemany(
-            "UPDATE rows SET state = 2, outcome = ?, http_status = ?, error_code = ?, "
-            "error_message = ?, error_id = ?, cancelled_count = ?, attempts = attempts + ?, "
-            "finished_at = ?, ambiguous = ? WHERE seq = ?",
-            [
-                (
-                    r.outcome.value,
-                    r.http_status,
-                    r.error_code,
-                    r.error_message,
-                    r.error_id,
-                    r.cancelled_count,
-                    r.attempts,
-                    r.finished_at,
-                    int(amb),
-                    seq,
+        # Most rows carry no error: they bind six values, not ten (a quarter cheaper per row).
+        plain: list[tuple[object, ...]] = []
+        full: list[tuple[object, ...]] = []
+        for seq, r, amb in results:
+            if r.error_code is None and r.error_message is None and r.error_id is None and not amb:
+                plain.append(
+                    (
+                        r.outcome.value,
+                        r.http_status,
+                        r.cancelled_count,
+                        r.attempts,
+                        r.finished_at,
+                        seq,
+                    )
                 )
-                for seq, r, amb in results
-            ],
-        )
+            else:
+                full.append(
+                    (
+                        r.outcome.value,
+                        r.http_status,
+                        r.error_code,
+                        r.error_message,
+                        r.error_id,
+                        r.cancelled_count,
+                        r.attempts,
+                        r.finished_at,
+                        int(amb),
+                        seq,
+                    )
+                )
+        self._begin()
+        if plain:
+            self._conn.executemany(_RECORD_PLAIN, plain)
+        if full:
+            self._conn.executemany(_RECORD_FULL, full)
 
     def release(self, seqs: Sequence[int]) -> None:
         """Put rows marked ``SENT`` that were never sent back to ``PENDING``."""
@@ -540,6 +554,16 @@ _RESENDABLE_ARGS: Final = (
     Outcome.SUBACCOUNT_REJECTED.value,
 )
 
+_RECORD_PLAIN: Final = (
+    "UPDATE rows SET state = 2, outcome = ?, http_status = ?, error_code = NULL, "
+    "error_message = NULL, error_id = NULL, cancelled_count = ?, attempts = attempts + ?, "
+    "finished_at = ?, ambiguous = 0 WHERE seq = ?"
+)
+_RECORD_FULL: Final = (
+    "UPDATE rows SET state = 2, outcome = ?, http_status = ?, error_code = ?, "
+    "error_message = ?, error_id = ?, cancelled_count = ?, attempts = attempts + ?, "
+    "finished_at = ?, ambiguous = ? WHERE seq = ?"
+)
 _INSERT_PLAIN: Final = (
     "INSERT OR IGNORE INTO rows (seq, sub, tid, kind, line, extra) VALUES (?, ?, ?, ?, ?, ?)"
 )

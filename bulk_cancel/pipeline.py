@@ -101,29 +101,35 @@ class _Slot:
     keeps each gate's :class:`~bulk_cancel.policy.Flight` until the answer lands.
     """
 
-    __slots__ = ("_clock", "_gate", "_ip", "at", "flights")
+    __slots__ = ("_clock", "_flight", "_gate", "_ip", "_ip_flight", "at")
 
     def __init__(self, gate: RateGate, ip: RateGate | None, clock: Callable[[], float]) -> None:
         self._gate = gate
         self._ip = ip
         self._clock = clock
         self.at = 0.0
-        self.flights: list[tuple[RateGate, Flight]] = []  # taken for the request about to leave
+        # Taken for the request about to leave, until its answer lands.
+        self._flight: Flight | None = None
+        self._ip_flight: Flight | None = None
 
     async def __call__(self) -> None:
-        for gate in (self._gate, self._ip):
-            if gate is not None:
-                self.flights.append((gate, await gate.acquire()))
-        self.at = self._clock()
-        for _, flight in self.flights:
-            flight.sent = self.at
+        flight = self._flight = await self._gate.acquire()
+        if self._ip is not None:
+            ip_flight = self._ip_flight = await self._ip.acquire()
+            self.at = flight.sent = ip_flight.sent = self._clock()
+        else:
+            self.at = flight.sent = self._clock()
 
     def land(self, exchange: Exchange) -> None:
         """Tell the gates how the request they let out ended (if they let one out)."""
         answered, sent = exchange.status is not None, exchange.request_sent
-        for gate, flight in self.flights:
-            gate.landed(flight, answered=answered, sent=sent)
-        self.flights.clear()
+        if self._flight is not None:
+            self._gate.landed(self._flight, answered=answered, sent=sent)
+            self._flight = None
+        if self._ip_flight is not None:
+            assert self._ip is not None
+            self._ip.landed(self._ip_flight, answered=answered, sent=sent)
+            self._ip_flight = None
 
 
 class _Stamp:
@@ -147,11 +153,13 @@ _now_iso = _Stamp()
 
 
 class _Recorder:
-    """Buffers final results and commits them with each batch taken for sending, or every 100 ms."""
+    """Buffers final results and commits them with each batch taken for sending, and at the
+    latest 100 ms after the last commit."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self._buffer: list[tuple[int, Result, bool]] = []
+        self._flushed_at = time.monotonic()
 
     def add(self, seq: int, result: Result, ambiguous: bool) -> None:
         self._buffer.append((seq, result, ambiguous))
@@ -161,11 +169,17 @@ class _Recorder:
             self.ledger.record(self._buffer)
             self._buffer = []
         self.ledger.commit()
+        self._flushed_at = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), _FLUSH_INTERVAL_S)
+            # A lane taking its next batch commits too: no commit of our own until 100 ms
+            # after the last, whoever made it.
+            wait = self._flushed_at + _FLUSH_INTERVAL_S - time.monotonic()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+                continue
             self.flush()
 
 
@@ -351,9 +365,9 @@ class Pipeline:
         attempts = 0
         started = self._clock()
         progress = self.progress
-        exchange = Exchange()
         while True:
-            await gate.settle()  # a Retry-After pause is waited out before taking a connection
+            if gate.paused:
+                await gate.settle()  # a Retry-After pause is waited out before taking a connection
             slot.at = self._clock()
             exchange = await self._canceller.cancel(target, slot)
             slot.land(exchange)

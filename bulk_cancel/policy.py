@@ -60,6 +60,10 @@ class Verdict:
     detail: str | None = None
 
 
+#: The verdict of each final outcome with nothing more to say, made once (verdicts are frozen).
+_FINAL: Final = {outcome: Verdict(outcome) for outcome in Outcome}
+
+
 def judge(exchange: Exchange, *, was_ambiguous: bool, now: float | None = None) -> Verdict:
     """Classify one exchange; *was_ambiguous* says an earlier attempt's answer was lost.
 
@@ -79,14 +83,14 @@ def judge(exchange: Exchange, *, was_ambiguous: bool, now: float | None = None) 
         if not exchange.body_ok:
             return Verdict(None, ambiguous=True, detail="unreadable 200 body")
         if exchange.cancelled_count:
-            return Verdict(Outcome.CANCELLED)
-        return Verdict(Outcome.UNCONFIRMED if was_ambiguous else Outcome.NOT_CANCELLABLE)
+            return _FINAL[Outcome.CANCELLED]
+        return _FINAL[Outcome.UNCONFIRMED if was_ambiguous else Outcome.NOT_CANCELLABLE]
     if code == 1001:
         return Verdict(Outcome.SUBACCOUNT_REJECTED, stop=Stop.SUBACCOUNT)
     if code == 1300 or (status == 404 and code is None):
-        return Verdict(Outcome.UNCONFIRMED if was_ambiguous else Outcome.NOT_FOUND)
+        return _FINAL[Outcome.UNCONFIRMED if was_ambiguous else Outcome.NOT_FOUND]
     if code == 1000 or (status == 400 and code is None):
-        return Verdict(Outcome.INVALID_UMID)
+        return _FINAL[Outcome.INVALID_UMID]
     if status in (401, 403) or code in (1200, 1201):
         return Verdict(Outcome.AUTH_FAILED, stop=Stop.RUN)
     if status == 426:
@@ -169,6 +173,10 @@ REORDER_S: Final = 0.015
 #: How long the gate remembers a round trip when finding the fastest: answers that stay slower
 #: for longer (a slower route, a busier API) are the new normal, not lateness to pay for.
 RTT_MEMORY_S: Final = 5.0
+#: The shortest sleep worth asking the event loop for: uvloop (libuv) keeps timers in whole
+#: milliseconds and runs a delay under half of one at the next turn, so shorter waits for a slot
+#: spin the loop instead of sleeping. A slot due within this is taken now.
+TICK_S: Final = 0.001
 
 
 def pace(ceiling_per_s: float) -> tuple[float, int]:
@@ -198,40 +206,18 @@ class Flight:
 class RateGate:
     """Paces requests for one subaccount (or, as the per-IP cap, for all); shared by its workers.
 
-    Slots open at :func:`pace`'s rate (:data:`PACE_HEADROOM` under the ceiling). Callers queue
-    first come, first served; the one at the head (the *leader*) sleeps until the next slot,
-    takes it, lets out whoever else a late wake-up finds due, a small *burst* at most, and hands
-    the lead to the next in the queue, who goes on in the loop's next turn. Callers that waited
-    through a stall go out a burst per turn, catching up (for :data:`CATCH_UP_S` at most), not
-    all together (measured with one timer per caller instead: 1,830-1,887 counted in one second
-    at a 1,784/s pace).
-
-    **The window counts arrivals, as the server does.** The server counts requests when they
-    arrive, and a request can arrive late: a stall on the way out, or in the server's own loop,
-    delivers requests sent over 30 ms in one bunch, and the window of the second that follows
-    holds more than was sent in any one second. A fixed allowance for that costs rate on every
-    request and still fails when a stall is longer. Instead, the gate learns each request's
-    lateness from its answer: a request answered ``rtt`` after it left, when the fastest round
-    trip seen is ``min_rtt``, left ``rtt - min_rtt`` late at most, so it is counted as arriving
-    at ``answered - min_rtt`` (shifting every arrival by the same outbound time changes no
-    window's count). ``min_rtt`` is the fastest of the last :data:`RTT_MEMORY_S` seconds: a
-    faster answer lowers it at once (counting everything it holds later, the safe side), and a
-    lasting slow-down raises it once the fast ones are forgotten, instead of counting every
-    answer from then on as late. A request not yet answered counts as arriving now, for up to
-    :data:`UNANSWERED_HOLD_S` past its second, unless a request sent after it has been answered:
-    it arrived at most :data:`REORDER_S` after that one, so it counts at that answer plus
-    :data:`REORDER_S` if its own answer has not come by then. This caps what the server's own
-    slow answers cost: one answered 50 ms slower than the fastest is counted 15 ms late at most
-    when the requests around it were quick, while a stall, which delays every request after it
-    too, is still counted in full. A slot opens only while fewer than
-    ``ceiling - 1`` requests fall in the last second (plus :data:`WINDOW_MARGIN_S`) so counted:
-    whatever one-second window the server counts in, the last request sent into it was let out
-    only after this count saw all the others. The late ones are withheld in the second after a
-    stall, when they show; a steady stream pays only the pace's headroom.
-
-    On 429 the whole subaccount pauses for Retry-After and the rate halves (once per pause, not
-    once per 429: many in-flight requests are refused together); it then grows back by a twentieth
-    of the target per second.
+    - Slots open at :func:`pace`'s rate, :data:`PACE_HEADROOM` under the ceiling; callers are let
+      out first come, first served.
+    - A slot opens only while fewer than ``ceiling - 1`` requests fall in the last second (plus
+      :data:`WINDOW_MARGIN_S`), each counted where its answer says it may have arrived; every
+      flight :meth:`acquire` returns must be reported to :meth:`landed`. How the count works, and
+      why: docs/ARCHITECTURE.md, "Rate gate".
+    - One timer per burst: the caller at the head of the queue (the *leader*) sleeps until the
+      next slot is due (:data:`TICK_S` at least), lets out the slots due within a burst's span
+      from then (a burst at most), and hands the lead on. Slots a stall made overdue go out a
+      burst per loop turn, for :data:`CATCH_UP_S` at most.
+    - On 429 (:meth:`throttled`) the whole subaccount pauses for Retry-After and the rate halves,
+      once per pause; it then grows back by a twentieth of the target per second.
     """
 
     def __init__(
@@ -284,9 +270,8 @@ class RateGate:
             flight = flights.popleft()
             flight.queued = False
             self._uncount(flight)
+        self._forget_fastest(now)  # the newest answer always stays: the window may hold it
         fastest = self._fastest
-        while len(fastest) > 1 and fastest[0][0] <= now - RTT_MEMORY_S:
-            fastest.popleft()  # the newest answer always stays: the window may hold it
         leaves = math.inf
         if fastest:
             arrived_by = start + fastest[0][1]
@@ -315,11 +300,12 @@ class RateGate:
             flight.counted = False
             self._unanswered -= 1
 
-    def _take(self, now: float, catch_up_s: float = 0.0) -> Flight | float:
+    def _take(self, now: float, catch_up_s: float = 0.0, ahead_s: float = 0.0) -> Flight | float:
         """Take a slot at *now* if one is open, else return how long until one may be.
 
         Slots up to *catch_up_s* (at least a burst) in the past are still open; older ones are
-        gone: nobody asked for them, or the loop stalled that long.
+        gone: nobody asked for them, or the loop stalled that long. A slot due within *ahead_s*
+        is open already; the wait returned is until the slot is due.
         """
         if now < self._paused_until:
             return self._paused_until - now
@@ -327,13 +313,17 @@ class RateGate:
         earliest = now - max(catch_up_s, (self.burst - 1) * interval)
         if self._next < earliest:
             self._next = earliest
-        if self._next > now:
+        if self._next > now + ahead_s:
             return self._next - now
-        counted, leaves = self._in_window(now)
-        if counted >= self._window_limit:
-            # Only time frees a place, unless round trips outlast the window (an answer can then
-            # land before it): look again within 5 ms at the latest.
-            return min(leaves, 0.005)
+        limit = self._window_limit
+        # Everything the window may hold, before it forgets what left it: only near the limit is
+        # the exact count worth taking.
+        if self._unanswered + len(self._answered) + len(self._bound) + len(self._lost) >= limit:
+            counted, leaves = self._in_window(now)
+            if counted >= limit:
+                # Only time frees a place, unless round trips outlast the window (an answer can
+                # then land before it): look again within 5 ms at the latest.
+                return min(leaves, 0.005)
         flight = Flight(now)
         self._flights.append(flight)
         self._unanswered += 1
@@ -374,12 +364,25 @@ class RateGate:
     @property
     def min_rtt_s(self) -> float:
         """The fastest round trip of the last :data:`RTT_MEMORY_S` seconds (``inf``: none yet)."""
-        return self._fastest[0][1] if self._fastest else math.inf
+        fastest = self._fastest
+        self._forget_fastest(self._clock())
+        return fastest[0][1] if fastest else math.inf
+
+    def _forget_fastest(self, now: float) -> None:
+        """Drop round trips older than :data:`RTT_MEMORY_S`, but never the newest."""
+        fastest = self._fastest
+        while len(fastest) > 1 and fastest[0][0] <= now - RTT_MEMORY_S:
+            fastest.popleft()
 
     def _recover(self, now: float) -> None:
         if self.rate_per_s < self.target_per_s and now - self._last_adjust >= 1.0:
             self.rate_per_s = min(self.target_per_s, self.rate_per_s + self._recover_step)
             self._last_adjust = now
+
+    @property
+    def paused(self) -> bool:
+        """A pause (Retry-After) is on: :meth:`settle` would wait."""
+        return self._paused_until > self._clock()
 
     async def settle(self) -> None:
         """Wait out a pause (Retry-After), if one is on: before taking a connection to send."""
@@ -392,9 +395,9 @@ class RateGate:
         now = self._clock()
         if not self._leader:
             self._recover(now)
-            taken = self._take(now)
-            if isinstance(taken, Flight):
-                return taken  # nobody queued and a slot is open
+            first = self._take(now, 0.0, TICK_S)
+            if isinstance(first, Flight):
+                return first  # nobody queued and a slot is open
         else:
             waiter: asyncio.Future[Flight | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -414,32 +417,56 @@ class RateGate:
                     with contextlib.suppress(ValueError):
                         self._waiters.remove(waiter)
                 raise
-        # This caller leads: wait for the next slot, let out whoever else is due (a burst at
-        # most: a late wake-up catches up over several turns, not at once), hand over.
+        # This caller leads: wait for the next slot, let out whoever else is due within the
+        # burst (a late wake-up catches up over several turns, not at once), hand over.
         self._leader = True
         try:
             while True:
-                now = self._clock()
-                self._recover(now)
-                taken = self._take(now, CATCH_UP_S)
-                if isinstance(taken, Flight):
+                turn = self._turn(self._clock(), 1 + self._live_waiters())
+                if not isinstance(turn, float):
                     break
-                await asyncio.sleep(taken)
+                await asyncio.sleep(turn)
+            taken, *others = turn
             waiters = self._waiters
-            room = self.burst - 1
-            while waiters and room > 0:
-                if waiters[0].done():
+            for other in others:
+                while waiters[0].done():
                     waiters.popleft()
-                    continue
-                other = self._take(now, CATCH_UP_S)
-                if not isinstance(other, Flight):
-                    break
                 waiters.popleft().set_result(other)
-                room -= 1
         finally:
             self._leader = False
             self._hand_over()
         return taken
+
+    def _live_waiters(self) -> int:
+        """How many callers wait behind the leader (a burst's worth at most)."""
+        live = 0
+        for waiter in self._waiters:
+            if not waiter.done():
+                live += 1
+                if live >= self.burst - 1:
+                    break
+        return live
+
+    def _turn(self, now: float, wanted: int) -> list[Flight] | float:
+        """The slots one wake-up at *now* lets out, for *wanted* callers at most, else how long
+        to sleep first (:data:`TICK_S` at least).
+
+        The first slot is open if due within :data:`TICK_S`; with it go the slots due within a
+        burst's span from now, a burst at most: one wake-up per burst, not one per slot.
+        """
+        self._recover(now)
+        first = self._take(now, CATCH_UP_S, TICK_S)
+        if not isinstance(first, Flight):
+            return max(first, TICK_S)
+        flights = [first]
+        ahead_s = max(TICK_S, (self.burst - 1) / self.rate_per_s)
+        most = min(wanted, self.burst)
+        while len(flights) < most:
+            other = self._take(now, CATCH_UP_S, ahead_s)
+            if not isinstance(other, Flight):
+                break
+            flights.append(other)
+        return flights
 
     def _hand_over(self) -> None:
         """Make the first caller still waiting the leader."""
@@ -477,19 +504,29 @@ class Concurrency:
         self.auto = auto
         self.limit = min(cap, initial) if auto else cap
         self.latency_s = 0.0
-        self._grown = asyncio.Event()
+        # Workers waiting for the limit to reach them, by number: a growth wakes only those it
+        # lets through, not every parked worker to find most still above the limit.
+        self._parked: dict[int, asyncio.Future[None]] = {}
 
     async def admit(self, worker: int) -> None:
         """Return when worker number *worker* may send."""
         while worker >= self.limit:
-            await self._grown.wait()
+            parked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._parked[worker] = parked
+            try:
+                await parked
+            finally:
+                if self._parked.get(worker) is parked:
+                    del self._parked[worker]
 
     def open_all(self) -> None:
         """Let every worker through, for good: the lane is ending and parked workers must leave."""
         self.auto = False  # no later observation may shrink the limit under a parked worker
         self.limit = self.cap
-        grown, self._grown = self._grown, asyncio.Event()
-        grown.set()
+        parked, self._parked = self._parked, {}
+        for waiting in parked.values():
+            if not waiting.done():
+                waiting.set_result(None)
 
     def observe(self, latency_s: float, rate_per_s: float) -> None:
         """Feed one request's latency (an exponential moving average) and resize when automatic."""
@@ -500,8 +537,12 @@ class Concurrency:
             return
         wanted = min(self.cap, max(2, math.ceil(rate_per_s * self.latency_s * 1.5) + 2))
         if wanted > self.limit:
-            self.limit = wanted
-            grown, self._grown = self._grown, asyncio.Event()
-            grown.set()
+            grown, self.limit = range(self.limit, wanted), wanted
+            parked = self._parked
+            if parked:
+                for worker in grown:
+                    waiting = parked.pop(worker, None)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(None)
         elif wanted < self.limit:
             self.limit = wanted

@@ -18,6 +18,7 @@ from bulk_cancel.policy import (
     CATCH_UP_S,
     REORDER_S,
     RTT_MEMORY_S,
+    TICK_S,
     UNANSWERED_HOLD_S,
     WINDOW_MARGIN_S,
     Concurrency,
@@ -206,6 +207,35 @@ def test_gate_never_exceeds_its_ceiling_in_any_second() -> None:
     assert gate.min_rtt_s == pytest.approx(0.1005)
 
 
+@pytest.mark.parametrize("ceiling", [1800, 3000])
+def test_gate_lets_out_a_burst_per_wake_up(ceiling: int) -> None:
+    """A leader with callers queued wakes once per burst, never sleeping under TICK_S (uvloop
+    would spin), lets out at most a burst per wake-up, and keeps the pace under the ceiling."""
+    clock = FakeClock()
+    gate = RateGate(ceiling, clock=clock)
+    answers: list[tuple[float, int, Flight]] = []
+    sent: list[float] = []
+    wake_ups = 0
+    while len(sent) < ceiling * 10:
+        turn = gate._turn(clock.now, 1000)
+        if isinstance(turn, float):
+            assert turn >= TICK_S
+            wake = clock.now + turn
+            while answers and answers[0][0] <= wake:
+                clock.now, _, flight = heapq.heappop(answers)
+                gate.landed(flight, answered=True)
+            clock.now = wake
+            continue
+        wake_ups += 1
+        assert 1 <= len(turn) <= gate.burst
+        for flight in turn:
+            sent.append(clock.now)
+            heapq.heappush(answers, (clock.now + 0.1005, len(sent), flight))
+    assert wake_ups <= len(sent) / (gate.burst - 1)  # one timer per slot: len(sent)
+    assert _most_in_a_second(sent) <= ceiling - 1
+    assert (len(sent) - 1) / (sent[-1] - sent[0]) >= 0.98 * ceiling
+
+
 def test_gate_withholds_what_a_server_stall_bunched() -> None:
     """Requests a stalled server received late are counted where they arrived, not where they
     left: the second after each stall gets fewer, and no server second holds 1,800."""
@@ -375,6 +405,30 @@ async def test_gate_holds_its_ceiling_when_the_event_loop_stalls() -> None:
     gate = RateGate(20)
     released = await _released_around_a_stall(gate, callers=10, total=40, before_s=0.5, stall_s=0.6)
     assert _most_within(released, 1.0) <= 20  # without the release log: 28
+
+
+async def test_concurrency_wakes_only_the_workers_a_growth_admits() -> None:
+    """Workers parked above the limit: a growth by one lets exactly the next one through, the
+    others stay parked; open_all lets every one go."""
+    concurrency = Concurrency(64, auto=True, initial=4)
+    through: list[int] = []
+
+    async def worker(index: int) -> None:
+        await concurrency.admit(index)
+        through.append(index)
+
+    tasks = [asyncio.create_task(worker(i)) for i in range(4, 10)]
+    await asyncio.sleep(0)
+    assert through == []
+    concurrency.observe(0.1, 20)  # 20/s × 0.1 s × 1.5 + 2 = 5: worker 4 may go
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert through == [4]
+    assert sorted(concurrency._parked) == [5, 6, 7, 8, 9]  # not woken to park again
+    assert not any(parked.done() for parked in concurrency._parked.values())
+    concurrency.open_all()
+    await asyncio.gather(*tasks)
+    assert sorted(through) == list(range(4, 10))
 
 
 async def test_concurrency_grows_with_rate_times_latency() -> None:
