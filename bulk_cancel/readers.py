@@ -34,17 +34,23 @@ Decisions worth knowing:
   "bad input". A zero-byte file (or one with only blank lines) *is* an error: the export failed.
 * Text is UTF-8, with or without a byte-order mark; UTF-16/UTF-32 are recognised by their BOM
   (a BOM wins over ``encoding=``). Anything else needs ``encoding=`` (``--encoding``).
-* ``InputRow.line`` is the row's number as a spreadsheet shows it, header = 1 (CSV, TSV, XLSX), or
+* ``InputRow.line`` is the row's number as a spreadsheet shows it (CSV, TSV, XLSX: the header is
+  1, or 3 below a title and a blank row), or
   the line number (TXT), or the row index + 1 (Parquet). Blank rows count. For CSV it equals the
   physical line unless an earlier quoted value spans lines; errors name the physical line.
-* Rows before the header (blank ones) are not rows. A line over 1 MiB, or a quoted value over
+* The header is the first row, among the first :data:`HEADER_SCAN_ROWS` non-blank ones, that
+  names an id column; ``header_row`` (``--header-row``) names it instead. Rows before the header
+  (a title, blank ones) are not rows. A line over 1 MiB, or a quoted value over
   128 KiB (the ``csv`` module's field limit, usually an unclosed quote), stops the read with an
   error instead of buffering an unbounded line. A CSV row with more non-blank values than the
   header has columns is an error too: its columns are shifted, so its subaccount cannot be trusted.
 * An id or subaccount that fails its local check is kept as a row with a ``problem``, reported
   as written, trimmed, cut to 200 characters and with control characters escaped (``\\x1b``).
-* The input's other columns are kept as strings in ``extra`` (``""`` for missing), except columns
-  named like a results column (``model.RESULT_COLUMNS``), so a results file can be fed back in.
+* The input's other columns are kept in ``extra``, except columns named like a results column
+  (``model.RESULT_COLUMNS``), so a results file can be fed back in. CSV/TSV values are strings
+  (``""`` for missing): no type is guessed, so ``007`` stays ``007``. Excel cells keep their
+  own types (``None`` for empty); Parquet columns of the types a results file can hold keep them
+  (:attr:`InputSource.extra_types`), others become text.
   Unnamed header cells become ``Unnamed: <index>`` and repeated names get ``.1``, ``.2``...
 """
 
