@@ -116,6 +116,7 @@ def _what_is_sent(settings: RunSettings) -> list[str]:
         ("--column", s.column),
         ("--subaccount-column", s.subaccount_column),
         ("--sheet", s.sheet),
+        ("--header-row", None if s.header_row is None else str(s.header_row)),
         ("--encoding", s.encoding),
         ("--batch-id", s.batch_id),
         ("--base-url", None if s.base_url == DEFAULT_BASE_URL else s.base_url),
