@@ -337,7 +337,7 @@ def open_input(
     sheet: str | None = None,
     encoding: str | None = None,
     header_row: int | None = None,
-    chunk_rows: int = 50_000,
+    chunk_rows: int = 20_000,
     stdin: BinaryIO | None = None,
 ) -> InputSource:
     """Open and validate *path* (``-``: CSV on *stdin*, default ``sys.stdin.buffer``).
@@ -353,6 +353,10 @@ def open_input(
     that names an id column (the *column*, or a known name), so a title and blank rows above it
     are skipped; *header_row* (1-based: the file's line, the sheet's row) says which row it is
     instead. Parquet and TXT files ignore *header_row*.
+
+    *chunk_rows* rows are built and stored at a time: 20,000 keeps a chunk with a few extra
+    columns near 10 MiB (measured, issue 14: peak RSS of a 2 M-row dry run with three extra
+    columns 157 MiB at 50,000, 128 MiB at 20,000, at the same CPU time).
 
     A header with no rows is not an error (zero rows); see the module docstring. Raises
     :class:`InputError` with one line (file, problem, fix) when the input cannot be used.

@@ -464,7 +464,7 @@ def test_header_only_yields_no_rows(tmp_path: Path) -> None:
 
 
 def test_large_csv_streams_in_several_chunks(tmp_path: Path) -> None:
-    """200,000 rows arrive as four chunks of 50,000, in order, with consecutive lines."""
+    """200,000 rows arrive as ten chunks of 20,000, in order, with consecutive lines."""
     many = umids(200_000, seed=7)
     path = write(
         tmp_path / "big.csv", "umid,note\n" + "".join(f"{u},n{i}\n" for i, u in enumerate(many))
@@ -475,7 +475,7 @@ def test_large_csv_streams_in_several_chunks(tmp_path: Path) -> None:
         sizes.append(len(chunk))
         first = first or chunk[0]
         last = chunk[-1]
-    assert sizes == [50_000] * 4
+    assert sizes == [20_000] * 10
     assert first is not None and last is not None
     assert (first.line, first.target_id) == (2, many[0])
     assert (last.line, last.target_id, last.extra) == (200_001, many[-1], ("n199999",))
