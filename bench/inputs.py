@@ -2,6 +2,8 @@
 
 The umids are built as bytes with numpy (random hex, dashes, version 4 and RFC 4122 variant
 nibbles), a million at a time, so generating 10,000,000 costs a few seconds and little memory.
+``write_csv(..., export=True)`` adds the columns a real export carries beside the umid
+(``campaign``, ``phone``, ``scheduled_at``), which the ledger keeps for the results.
 """
 
 from __future__ import annotations
@@ -43,10 +45,36 @@ def _blocks(n: int, seed: int) -> Iterator[np.ndarray]:
         left -= size
 
 
-def write_csv(path: Path, n: int, *, seed: int = 1, subaccounts: Sequence[str] = ()) -> Path:
-    """A CSV with a ``umid`` column (and ``subaccount_id``, round-robin, when *subaccounts*)."""
+_CAMPAIGNS = (b"Spring sale", b"Spring campaign abort list", b"Renewals Q2", b"Win-back")
+
+
+def _export_lines(block: np.ndarray, start: int) -> bytes:
+    """Rows ``umid,campaign,phone,scheduled_at`` for *block*, row numbers from *start*."""
+    rows = []
+    for i, umid in enumerate(block.view("S36").ravel(), start=start):
+        rows.append(
+            b"%s,%s,+4477009%05d,2026-03-%02dT%02d:%02d:00Z\n"
+            % (umid, _CAMPAIGNS[i % 4], i % 100_000, 1 + i % 28, i % 24, i % 60)
+        )
+    return b"".join(rows)
+
+
+def write_csv(
+    path: Path, n: int, *, seed: int = 1, subaccounts: Sequence[str] = (), export: bool = False
+) -> Path:
+    """A CSV with a ``umid`` column (and ``subaccount_id``, round-robin, when *subaccounts*).
+
+    With *export*, the columns are ``umid,campaign,phone,scheduled_at``: shaped like a real
+    export, whose extra columns the ledger stores per row (peak RSS depends on them).
+    """
     with path.open("wb") as f:
-        if not subaccounts:
+        if export:
+            f.write(b"umid,campaign,phone,scheduled_at\n")
+            start = 0
+            for block in _blocks(n, seed):
+                f.write(_export_lines(block, start))
+                start += len(block)
+        elif not subaccounts:
             f.write(b"umid\n")
             for block in _blocks(n, seed):
                 lines = np.empty((len(block), 37), dtype=np.uint8)

@@ -508,6 +508,7 @@ def _cmd_validate(ns: argparse.Namespace) -> int:
         column=ns.column,
         subaccount_column=ns.subaccount_column,
         sheet=ns.sheet,
+        header_row=ns.header_row,
         encoding=ns.encoding,
         max_rows=ns.max_rows,
     )

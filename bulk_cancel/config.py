@@ -285,6 +285,16 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         help="Excel sheet",
     ),
     Setting(
+        name="header_row",
+        in_commands=True,
+        kind=Kind.COUNT,
+        group=INPUT_GROUP,
+        metavar="N",
+        shown_default="the first of the first 20 rows that names the id column",
+        help="the header's row (CSV/TSV line, sheet row), for a file where the search cannot "
+        "tell; rows above it (a title) are skipped",
+    ),
+    Setting(
         name="encoding",
         in_commands=True,
         kind=Kind.TEXT,
@@ -780,6 +790,7 @@ def to_run_settings(
         column=v["column"],
         subaccount_column=v["subaccount_column"],
         sheet=v["sheet"],
+        header_row=v["header_row"],
         encoding=v["encoding"],
         batch_id=v["batch_id"],
         base_url=base_url,

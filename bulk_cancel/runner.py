@@ -165,6 +165,7 @@ class Runner:
             subaccount_column=s.subaccount_column,
             default_subaccount=s.subaccount,
             sheet=s.sheet,
+            header_row=s.header_row,
             encoding=s.encoding,
             stdin=self._stdin,
         )
@@ -177,6 +178,7 @@ class Runner:
             "column": s.column,
             "subaccount_column": s.subaccount_column,
             "sheet": s.sheet,
+            "header_row": s.header_row,
             "batch_id": s.batch_id,
             "base_url": s.base_url,
         }
@@ -198,7 +200,15 @@ class Runner:
             )
         else:
             stats.extra_columns = list(source.extra_columns)
-            ledger.set_meta({"extra_columns": stats.extra_columns})
+            ledger.set_meta(
+                {
+                    "extra_columns": stats.extra_columns,
+                    # What the results need to give the input's columns back as they came.
+                    "extra_types": list(source.extra_types),
+                    "input_delimiter": source.delimiter,
+                    "input_utf8_bom": source.utf8_bom,
+                }
+            )
             now = _now()
             for chunk in source:
                 self._check_interrupt()
@@ -632,13 +642,24 @@ class Runner:
         self, ledger: Ledger, summary: dict[str, Any], *, announce: bool = True
     ) -> None:
         s = self.settings
-        columns = [*RESULT_COLUMNS, *ledger.meta().get("extra_columns", [])]
-        writers.write_results(s.output, columns, ledger.iter_results(), summary=summary)
+        meta = ledger.meta()
+        extra = meta.get("extra_columns", [])
+        columns = [*RESULT_COLUMNS, *extra]
+        # Typed outputs keep the input's types; a CSV for a ';' input is ';' (with its BOM).
+        style: dict[str, Any] = {
+            "column_types": dict(zip(extra, meta.get("extra_types", []), strict=False)),
+            "delimiter": ";" if meta.get("input_delimiter") == ";" else ",",
+            "bom": bool(meta.get("input_utf8_bom")),
+        }
+        writers.write_results(s.output, columns, ledger.iter_results(), summary=summary, **style)
         writers.write_summary(writers.summary_path(s.output), summary)
         if s.split:
             wanted = frozenset(o.value for o in ERROR_OUTCOMES)
             writers.write_errors(
-                writers.errors_path(s.output), columns, ledger.iter_results(outcomes=wanted)
+                writers.errors_path(s.output),
+                columns,
+                ledger.iter_results(outcomes=wanted),
+                **style,
             )
         if announce:  # not for a resume or retry that found nothing to send
             keys = ("counts", "exit_code", "elapsed_s", "resume_command", "retry_failed_command")

@@ -51,6 +51,7 @@ class RunSettings:
     column: str | None = None
     subaccount_column: str | None = None
     sheet: str | None = None
+    header_row: int | None = None
     encoding: str | None = None
     batch_id: str | None = None
     base_url: str = DEFAULT_BASE_URL

@@ -11,17 +11,23 @@ would make them ``0o600``, and node_exporter (often another user) could not read
 
 Formats, and what each keeps exactly:
 
-* **CSV** (:mod:`csv`): UTF-8 without BOM, a header row, ``\\n`` line endings, minimal quoting,
-  ``None`` as an empty cell. Byte-exact: no formula guard, because a CSV is data for programs and
+* **CSV** (:mod:`csv`): UTF-8, a header row, ``\\n`` line endings, minimal quoting, ``None`` as an
+  empty cell. Comma-separated without BOM, unless the caller asks for the input's own style
+  (``delimiter=";"``, ``bom=True``: what European Excel saves, so that it opens the results in
+  columns). Byte-exact: no formula guard, because a CSV is data for programs and
   for feeding back into ``bulk-cancel``; a leading ``'`` would change the umid or the note.
-* **Parquet** (pyarrow): one row group per chunk; :data:`INT_COLUMNS` are nullable ``int64``,
-  every other column (the input's extra columns too) is ``string``.
+  Typed values of the input's columns are written as text: ``7`` for the float 7.0, dates as
+  ``2026-03-01 10:30:00``.
+* **Parquet** (pyarrow): one row group per chunk; :data:`INT_COLUMNS` are nullable ``int64``; an
+  input column whose *column_types* entry is an Arrow type (from a Parquet input) keeps that
+  type; every other column is ``string``.
 * **Excel** (openpyxl write-only): sheet ``results``, continued on ``results 2``, ``results 3``…
   (header repeated) past :data:`XLSX_MAX_ROWS`, then sheet ``summary``. Excel cannot tell ``""``
   from an empty cell, so both read back as empty, and XML reads a CR LF in text as LF. Text that Excel would take for a formula or an
   error value is written as text with the cell's *quotePrefix* style (Excel's own leading
   apostrophe, which is not part of the value) so the value stays exact; see :func:`_xlsx_value`.
-  openpyxl streams each sheet to an XML file in the system temp folder and zips them on save.
+  Numbers, booleans, dates and times stay typed (a date with a time zone is written in UTC, as
+  Excel has no zones). openpyxl streams each sheet to an XML file in the system temp folder and zips them on save.
 
 pyarrow and openpyxl are imported only when their format is written, so ``bulk-cancel --help``
 does not pay for them; pandas is not used here at all.
@@ -37,6 +43,7 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -65,6 +72,12 @@ INT_COLUMNS: Final = frozenset({"http_status", "error_code", "cancelled_count", 
 #: Data rows an Excel sheet holds: 1,048,576 rows less the header (Excel's "Specifications and
 #: limits"). Read at each row, so tests may lower it.
 XLSX_MAX_ROWS: int = 1_048_575
+
+#: ``column_types`` entries whose values are text already (see ``InputSource.extra_types``).
+_TEXT_TYPES: Final = frozenset({"text", "string"})
+#: ``column_types`` entries that are no Arrow type: text, or an Excel cell's own type.
+_UNTYPED: Final = frozenset({"text", "cell"})
+_TIMESTAMP: Final = re.compile(r"timestamp\[(\w+)(?:, tz=(.+))?\]")
 
 #: Leading characters that make a spreadsheet read typed-in text as a formula (OWASP, "CSV Injection").
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
@@ -182,54 +195,107 @@ def write_results(
     chunks: Iterable[Sequence[Sequence[object]]],
     *,
     summary: Mapping[str, Any] | None = None,
+    column_types: Mapping[str, str] | None = None,
+    delimiter: str = ",",
+    bom: bool = False,
 ) -> int:
     """Stream *chunks* of rows (values in *columns* order) to *path* in the format its extension
     names, atomically; return the number of rows written.
 
     *summary* fills the Excel file's ``summary`` sheet; CSV and Parquet ignore it (the summary
-    JSON beside them holds it).
+    JSON beside them holds it). *column_types* gives the input's columns their types
+    (``InputSource.extra_types``: ``text``, ``cell`` or an Arrow type such as ``int64``); a
+    column not in it is text, or ``int64`` if in :data:`INT_COLUMNS`. *delimiter* and *bom*
+    shape a CSV (the input's own, so that Excel opens it as it opened the input).
     """
     fmt = output_format(path)
+    types = column_types or {}
     if fmt is OutputFormat.PARQUET:
-        return _write_parquet(path, columns, chunks)
+        return _write_parquet(path, columns, chunks, types)
     if fmt is OutputFormat.XLSX:
         return _write_xlsx(path, columns, chunks, summary or {})
-    return _write_csv(path, columns, chunks)
+    return _write_csv(path, columns, chunks, types, delimiter, bom)
 
 
 def write_errors(
-    path: Path, columns: Sequence[str], chunks: Iterable[Sequence[Sequence[object]]]
+    path: Path,
+    columns: Sequence[str],
+    chunks: Iterable[Sequence[Sequence[object]]],
+    *,
+    column_types: Mapping[str, str] | None = None,
+    delimiter: str = ",",
+    bom: bool = False,
 ) -> int:
     """The rows worth another look, as CSV whatever *path* is called (the caller picks the rows)."""
-    return _write_csv(path, columns, chunks)
+    return _write_csv(path, columns, chunks, column_types or {}, delimiter, bom)
 
 
 def _write_csv(
-    path: Path, columns: Sequence[str], chunks: Iterable[Sequence[Sequence[object]]]
+    path: Path,
+    columns: Sequence[str],
+    chunks: Iterable[Sequence[Sequence[object]]],
+    types: Mapping[str, str],
+    delimiter: str,
+    bom: bool,
 ) -> int:
+    typed = [i for i, c in enumerate(columns) if types.get(c, "text") not in _TEXT_TYPES]
     rows = 0
     with _replacing_text(path) as f:
-        writer = csv.writer(f, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        if bom:
+            f.write("\ufeff")
+        writer = csv.writer(f, delimiter=delimiter, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         writer.writerow(columns)
         for chunk in chunks:
+            if typed:
+                chunk = [_as_text(row, typed) for row in chunk]
             writer.writerows(chunk)
             rows += len(chunk)
     return rows
 
 
+def _as_text(row: Sequence[object], indexes: Sequence[int]) -> list[object]:
+    out = list(row)
+    for i in indexes:
+        out[i] = _text(out[i])
+    return out
+
+
+def _text(value: object) -> object:
+    """A typed input value as CSV text, as bulk-cancel has always written it: ``7`` for 7.0."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)
+    return value  # csv writes None as "", others by str()
+
+
+def _arrow_type(name: str) -> Any:
+    """The Arrow type ``str(type)`` gave *name* (``int64``, ``timestamp[us, tz=UTC]``...)."""
+    import pyarrow as pa
+
+    found = _TIMESTAMP.fullmatch(name)
+    if found:
+        return pa.timestamp(found[1], tz=found[2])
+    return pa.type_for_alias(name)
+
+
 def _write_parquet(
-    path: Path, columns: Sequence[str], chunks: Iterable[Sequence[Sequence[object]]]
+    path: Path,
+    columns: Sequence[str],
+    chunks: Iterable[Sequence[Sequence[object]]],
+    types: Mapping[str, str],
 ) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    is_int = [c in INT_COLUMNS for c in columns]
-    schema = pa.schema(
-        [
-            pa.field(c, pa.int64() if i else pa.string())
-            for c, i in zip(columns, is_int, strict=True)
-        ]
-    )
+    kinds = []
+    for c in columns:
+        name = types.get(c, "int64" if c in INT_COLUMNS else "text")
+        kinds.append(pa.string() if name in _UNTYPED else _arrow_type(name))
+    schema = pa.schema([pa.field(c, k) for c, k in zip(columns, kinds, strict=True)])
+    cells = {c for c in columns if types.get(c) == "cell"}  # an Excel column's mixed types
     rows = 0
     with _replacing(path) as f, pq.ParquetWriter(f, schema) as writer:
         for chunk in chunks:
@@ -239,10 +305,12 @@ def _write_parquet(
             if len(values) != len(columns):
                 raise ValueError(f"rows have {len(values)} values for {len(columns)} columns")
             arrays = [
-                pa.array(col, type=pa.int64())
-                if i
-                else pa.array([None if v is None else str(v) for v in col], type=pa.string())
-                for col, i in zip(values, is_int, strict=True)
+                pa.array(col, type=kind)
+                if kind != pa.string()
+                else pa.array([None if v is None else str(v) for v in col], type=kind)
+                if c not in cells
+                else pa.array([None if v is None else str(_text(v)) for v in col], type=kind)
+                for c, col, kind in zip(columns, values, kinds, strict=True)
             ]
             table = pa.Table.from_arrays(arrays, schema=schema)
             writer.write_table(table, row_group_size=len(chunk))
@@ -329,7 +397,9 @@ def _xlsx_converter() -> Callable[[Any, object], object]:
                 cell.quotePrefix = True
                 return cell
             return text
-        if value is None or isinstance(value, int | float):
+        if value is None or isinstance(value, int | float | dt.date | dt.time | dt.timedelta):
+            if isinstance(value, dt.datetime) and value.tzinfo is not None:
+                return value.astimezone(dt.UTC).replace(tzinfo=None)  # Excel has no zones
             return value
         return str(value)
 

@@ -549,3 +549,90 @@ def test_report_breaks_the_rows_down_by_subaccount_or_an_input_column(tmp_path: 
         bulk_cancel("report", out, "--by", "subaccount", "--format", "json").stdout
     )
     assert from_csv["breakdown"]["groups"] == expected("subaccount_id")
+
+
+def test_titled_sheet_with_column_and_sheet_keeps_numbers_and_dates(tmp_path: Path) -> None:
+    """A sheet with a title and a blank row above 'Message ID | Cost | Campaign' runs with
+    --column "Message ID" --sheet (issue 14); the Excel results keep Cost a number, dates dates."""
+    import datetime as dt
+
+    from openpyxl import load_workbook
+
+    ids = umids(3, seed=41)
+    when = dt.datetime(2026, 3, 1, 9, 30)
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Abort list"
+    ws.append(["Spring campaign abort list (exported 2026-03-01)"])
+    ws.append([])
+    ws.append(["Message ID", "Cost", "Campaign", "Send at"])
+    for u, cost in zip(ids, (0.05, 0.1, 0.15), strict=True):
+        ws.append([u, cost, "Spring", when])
+    src = tmp_path / "abort.xlsx"
+    wb.save(src)
+    out = tmp_path / "results.xlsx"
+    with simulator() as sim:
+        ran = bulk_cancel(
+            *run_args(src, out, sim.url, "--column", "Message ID", "--sheet", "Abort list")
+        )
+    assert ran.code == 0, ran.stderr
+    book = load_workbook(out, read_only=True)
+    rows = list(book["results"].iter_rows(values_only=True))
+    book.close()
+    header = list(rows[0])
+    at = {name: header.index(name) for name in ("line", "outcome", "Cost", "Send at")}
+    assert [
+        (r[at["line"]], r[at["outcome"]], r[at["Cost"]], r[at["Send at"]]) for r in rows[1:]
+    ] == [
+        (4, "cancelled", 0.05, when),
+        (5, "cancelled", 0.1, when),
+        (6, "cancelled", 0.15, when),
+    ]
+
+
+def test_parquet_results_keep_the_input_columns_types(tmp_path: Path) -> None:
+    """A Parquet input's int64, double, bool and timestamp columns come back with those types."""
+    import datetime as dt
+
+    ids = umids(2, seed=42)
+    when = dt.datetime(2026, 3, 1, 9, 30, tzinfo=dt.UTC)
+    table = pa.table(
+        {
+            "umid": ids,
+            "count": pa.array([1, 2], pa.int64()),
+            "cost": pa.array([0.05, 0.07], pa.float64()),
+            "paid": pa.array([True, False]),
+            "at": pa.array([when, None], pa.timestamp("ms", tz="UTC")),
+            "phone": ["07700900123", None],
+        }
+    )
+    src = tmp_path / "in.parquet"
+    pq.write_table(table, src)
+    out = tmp_path / "results.parquet"
+    with simulator() as sim:
+        ran = bulk_cancel(*run_args(src, out, sim.url))
+    assert ran.code == 0, ran.stderr
+    results = pq.read_table(out)
+    for name in ("count", "cost", "paid", "at", "phone"):
+        assert results.schema.field(name).type == table.schema.field(name).type, name
+    assert (
+        results.select(["count", "cost", "paid", "at", "phone"]).to_pylist()
+        == table.select(["count", "cost", "paid", "at", "phone"]).to_pylist()
+    )
+
+
+def test_semicolon_csv_with_bom_gets_results_in_its_style(tmp_path: Path) -> None:
+    """A ';' CSV with a UTF-8 BOM (European Excel) gets ';' results and errors with a BOM."""
+    ids = umids(2, seed=43)
+    src = tmp_path / "in.csv"
+    lines = ["umid;Cost;phone", f"{ids[0]};0,05;07700900123", f"{ids[1]};0,07;", "junk;1;2"]
+    src.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    out = tmp_path / "results.csv"
+    with simulator() as sim:
+        ran = bulk_cancel(*run_args(src, out, sim.url, "--split"))
+    assert ran.code == 0, ran.stderr
+    for path in (out, tmp_path / "results.errors.csv"):
+        data = path.read_bytes()
+        assert data.startswith(b"\xef\xbb\xbfumid;subaccount_id;kind;"), data[:40]
+    text = out.read_bytes().decode("utf-8-sig").splitlines()
+    assert text[1].endswith(";0,05;07700900123") and text[2].endswith(";0,07;")

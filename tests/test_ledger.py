@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import gc
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -9,7 +12,7 @@ from conftest import make_ledger, umids
 
 from bulk_cancel.errors import LedgerError
 from bulk_cancel.ledger import Ledger, ledger_path
-from bulk_cancel.model import Kind, Outcome, Result
+from bulk_cancel.model import RESULT_COLUMNS, Kind, Outcome, Result
 
 
 def test_ledger_sits_beside_the_results() -> None:
@@ -222,3 +225,55 @@ def test_the_first_of_two_duplicates_is_kept_whether_it_is_final_or_to_send(
         (b, "not_attempted", 4, "x"),
     ]
     ledger.close()
+
+
+def test_typed_extra_values_come_back_with_their_types(ledger_path: Path) -> None:
+    """Numbers, booleans, dates and times given to add() come back from iter_results typed."""
+    values = (
+        "0.05",
+        0.05,
+        7,
+        True,
+        None,
+        dt.datetime(2026, 3, 1, 10, 30, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 1, 10, 30, 15, 250_000),
+        dt.date(2026, 3, 1),
+        dt.time(9, 15),
+        dt.timedelta(hours=1, minutes=30),
+    )
+    names = [f"c{i}" for i in range(len(values))]
+    ledger = Ledger.create(ledger_path, {"extra_columns": names, "extra_types": ["cell"] * 10})
+    ledger.add([("a_sub", umids(1)[0], Kind.MESSAGE, 2, values, None)])
+    ledger.finish_ingest()
+    (row,) = next(iter(ledger.iter_results()))
+    extra = row[len(RESULT_COLUMNS) :]
+    assert extra == values
+    assert [type(v) for v in extra] == [type(v) for v in values]
+    ledger.close()
+
+
+def test_add_holds_little_memory_per_row_with_extra_columns(ledger_path: Path) -> None:
+    """Storing a chunk of rows with three extra values holds well under 1 KiB per row (issue 14)."""
+    n = 20_000
+    rows = [
+        (
+            "a_sub",
+            u,
+            Kind.MESSAGE,
+            i + 2,
+            ("Spring sale", f"+4477009{i:05d}", "2026-03-01T10:00Z"),
+            None,
+        )
+        for i, u in enumerate(umids(n))
+    ]
+    ledger = Ledger.create(ledger_path, {"extra_columns": ["campaign", "phone", "scheduled_at"]})
+    gc.collect()
+    tracemalloc.start()
+    try:
+        ledger.add(rows)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    ledger.finish_ingest()
+    ledger.close()
+    assert peak < n * 1024, f"{peak / n:,.0f} bytes per row"

@@ -11,13 +11,14 @@ import codecs
 import hashlib
 import importlib.util
 import io
+import math
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from conftest import umids
@@ -264,15 +265,21 @@ def test_column_option_naming_a_batch_column_reads_batches(tmp_path: Path) -> No
 
 
 def test_column_option_must_exist(tmp_path: Path) -> None:
-    """An unknown --column is an error listing the columns."""
+    """An unknown --column is an error naming the lines looked at, the columns and both fixes."""
     message = input_error(write(tmp_path / "u.csv", f"a,b\n{U[0]},x\n"), column="umid_x")
-    assert message == f"{tmp_path / 'u.csv'}: no column 'umid_x' (columns: a, b); check --column"
+    assert message == (
+        f"{tmp_path / 'u.csv'}: no column 'umid_x' in lines 1-2 (line 1: a, b); check --column, "
+        "or the header's line with --header-row"
+    )
 
 
 def test_no_usable_column_names_file_columns_and_fix(tmp_path: Path) -> None:
-    """No id column: one line with the file, its columns and the --column fix."""
+    """No id column: one line with the file, the lines looked at, its columns and the fixes."""
     path = write(tmp_path / "umids.csv", f"a,b,c\n{U[0]},x,y\n")
-    assert input_error(path) == f"{path}: no umid column (columns: a, b, c); name it with --column"
+    assert input_error(path) == (
+        f"{path}: no umid column in lines 1-2 (line 1: a, b, c); name it with --column, "
+        "or the header's line with --header-row"
+    )
 
 
 def test_headerless_csv_is_explained(tmp_path: Path) -> None:
@@ -457,7 +464,7 @@ def test_header_only_yields_no_rows(tmp_path: Path) -> None:
 
 
 def test_large_csv_streams_in_several_chunks(tmp_path: Path) -> None:
-    """200,000 rows arrive as four chunks of 50,000, in order, with consecutive lines."""
+    """200,000 rows arrive as ten chunks of 20,000, in order, with consecutive lines."""
     many = umids(200_000, seed=7)
     path = write(
         tmp_path / "big.csv", "umid,note\n" + "".join(f"{u},n{i}\n" for i, u in enumerate(many))
@@ -468,7 +475,7 @@ def test_large_csv_streams_in_several_chunks(tmp_path: Path) -> None:
         sizes.append(len(chunk))
         first = first or chunk[0]
         last = chunk[-1]
-    assert sizes == [50_000] * 4
+    assert sizes == [20_000] * 10
     assert first is not None and last is not None
     assert (first.line, first.target_id) == (2, many[0])
     assert (last.line, last.target_id, last.extra) == (200_001, many[-1], ("n199999",))
@@ -883,7 +890,7 @@ def test_txt_ignores_the_column_option(tmp_path: Path) -> None:
 
 
 def test_parquet_rows_and_extras(tmp_path: Path) -> None:
-    """Parquet ids, subaccounts and typed extras come back as strings; line is index + 1."""
+    """Parquet ids and subaccounts come back as strings, extras typed; line is index + 1."""
     path = parquet(
         tmp_path / "u.parquet",
         {
@@ -897,10 +904,12 @@ def test_parquet_rows_and_extras(tmp_path: Path) -> None:
     )
     source, rows = read_all(path)
     assert (source.format, source.extra_columns) == (Format.PARQUET, ("count", "price", "note"))
-    assert [(r.line, r.target_id, r.subaccount, r.extra) for r in rows] == [
-        (1, U[0], "sub_a", ("7", "1.5", "007")),
-        (3, U[2], SUB, ("3", "", "")),
+    assert source.extra_types == ("int64", "double", "string")
+    assert [(r.line, r.target_id, r.subaccount, r.extra[0], r.extra[2]) for r in rows] == [
+        (1, U[0], "sub_a", 7, "007"),
+        (3, U[2], SUB, 3, None),
     ]
+    assert rows[0].extra[1] == 1.5 and math.isnan(cast(float, rows[1].extra[1]))
     assert source.blank_rows == 1
 
 
@@ -950,7 +959,7 @@ def test_parquet_column_detection_errors(tmp_path: Path) -> None:
 
 
 def test_xlsx_rows_extras_and_lines(tmp_path: Path) -> None:
-    """Excel rows keep their row numbers (gaps included) and typed cells become text."""
+    """Excel rows keep their row numbers (gaps included) and typed cells keep their types."""
     path = xlsx(
         tmp_path / "u.xlsx",
         {
@@ -965,10 +974,11 @@ def test_xlsx_rows_extras_and_lines(tmp_path: Path) -> None:
     )
     source, rows = read_all(path)
     assert (source.format, source.extra_columns) == (Format.XLSX, ("count", "note"))
+    assert source.extra_types == ("cell", "cell")
     assert [(r.line, r.target_id, r.subaccount, r.extra, r.problem) for r in rows] == [
-        (2, U[0], "sub_a", ("7", "007"), None),
-        (4, U[1], SUB, ("2.5", ""), None),
-        (5, "bad id", "sub_a", ("7", "x"), Outcome.INVALID_UMID),
+        (2, U[0], "sub_a", (7, "007"), None),
+        (4, U[1], SUB, (2.5, None), None),
+        (5, "bad id", "sub_a", (7, "x"), Outcome.INVALID_UMID),
     ]
     assert source.blank_rows == 1
 
@@ -997,8 +1007,9 @@ def test_xlsx_without_an_id_column_lists_sheets(tmp_path: Path) -> None:
     """No sheet with an id column: the sheets and their columns, and both fixes."""
     path = xlsx(tmp_path / "u.xlsx", {"a": [["x", "y"]], "b": []})
     assert input_error(path) == (
-        f"{path}: no sheet has a umid column (sheets: a (x, y); b (empty)); "
-        "name the sheet with --sheet and the column with --column"
+        f"{path}: no sheet has a umid column in its first 20 rows (sheets: a (x, y); b (empty)); "
+        "name the sheet with --sheet and the column with --column, or the header's row with "
+        "--header-row"
     )
 
 
@@ -1025,7 +1036,7 @@ CORPUS: dict[str, int | str] = {
     "empty.csv": "is empty",
     "header_only.csv": 0,
     "blank_lines_only.csv": "is empty (only blank lines)",
-    "no_usable_column.csv": "no umid column (columns: id, sub, note); name it with --column",
+    "no_usable_column.csv": "no umid column in lines 1-2 (line 1: id, sub, note); name it",
     "ambiguous_columns.csv": "'message_id' and 'messageId' could each be the one to use",
     "headerless.csv": "first line is already an id",
     "binary_garbage.csv": "is not a CSV/text file",
@@ -1093,11 +1104,11 @@ def test_corpus_hostile_rows_are_all_problems() -> None:
 
 
 def test_corpus_second_sheet_values(tmp_path: Path) -> None:
-    """second_sheet.xlsx: ids from sheet 'ids', extras as text ('007' stays '007')."""
+    """second_sheet.xlsx: ids from sheet 'ids', extras as the cells hold them ('007' stays '007')."""
     _, rows = read_all(BAD / "second_sheet.xlsx")
     assert [(r.line, r.target_id, r.extra) for r in rows] == [
         (2, corpus.U1, ("007",)),
-        (3, corpus.U2, ("",)),
+        (3, corpus.U2, (None,)),
     ]
 
 
@@ -1120,3 +1131,182 @@ def test_sources_opened_but_never_iterated_leak_nothing(
     source.checksum()
     assert len(os.listdir("/proc/self/fd")) <= before
     assert source.extra_columns == ()
+
+
+# ------------------------------------------------------------------------------ header search (issue 14)
+
+TITLE = "Spring campaign abort list (exported 2026-03-01)"
+
+
+def test_xlsx_header_below_a_title_and_a_blank_row(tmp_path: Path) -> None:
+    """A sheet with a title row and a blank row above the header is read; rows keep their numbers."""
+    path = xlsx(
+        tmp_path / "u.xlsx",
+        {
+            "Abort list": [
+                [TITLE],
+                [],
+                ["Message ID", "Cost", "Campaign"],
+                [U[0], 0.05, "Spring"],
+                [U[1], 0.07, "Spring"],
+            ]
+        },
+    )
+    source, rows = read_all(path)
+    assert (source.id_column, source.header_line, source.extra_columns) == (
+        "Message ID",
+        3,
+        ("Cost", "Campaign"),
+    )
+    assert [(r.line, r.target_id, r.extra) for r in rows] == [
+        (4, U[0], (0.05, "Spring")),
+        (5, U[1], (0.07, "Spring")),
+    ]
+
+
+def test_xlsx_title_row_with_column_and_sheet_options(tmp_path: Path) -> None:
+    """--column "Message ID" --sheet NAME finds the header under a title (the issue's command)."""
+    path = xlsx(
+        tmp_path / "u.xlsx",
+        {
+            "Notes": [["read me"]],
+            "Abort list": [[TITLE], [], ["Message ID", "Cost", "Campaign"], [U[2], 1, "x"]],
+        },
+    )
+    source, rows = read_all(path, column="Message ID", sheet="Abort list")
+    assert (source.header_line, [(r.line, r.target_id) for r in rows]) == (3, [(4, U[2])])
+
+
+def test_csv_header_below_a_title_and_a_blank_line(tmp_path: Path) -> None:
+    """A CSV with a title line (padded with commas, as sheets export it) and a blank line above
+    the header is read; lines stay true to the file."""
+    path = write(
+        tmp_path / "u.csv",
+        f"{TITLE},,\n,,\nMessage ID,Cost,Campaign\n{U[0]},0.05,Spring\n\n{U[1]},0.07,Spring\n",
+    )
+    source, rows = read_all(path)
+    assert (source.id_column, source.header_line, source.delimiter) == ("Message ID", 3, ",")
+    assert [(r.line, r.target_id, r.extra) for r in rows] == [
+        (4, U[0], ("0.05", "Spring")),
+        (6, U[1], ("0.07", "Spring")),
+    ]
+
+
+def test_semicolon_csv_with_a_title_takes_the_header_lines_delimiter(tmp_path: Path) -> None:
+    """A European ';' CSV whose title line has a comma is split by the header line's ';'."""
+    path = write(
+        tmp_path / "u.csv", f"Abort list, spring\n\nmessage_id;Cost\n{U[0]};0,05\n{U[1]};0,07\n"
+    )
+    source, rows = read_all(path)
+    assert (source.delimiter, source.header_line) == (";", 3)
+    assert [(r.line, r.target_id, r.extra) for r in rows] == [
+        (4, U[0], ("0,05",)),
+        (5, U[1], ("0,07",)),
+    ]
+
+
+def test_stdin_header_below_a_title(tmp_path: Path) -> None:
+    """CSV on stdin with a title line above the header is read like a file."""
+    data = f"{TITLE}\numid,note\n{U[0]},x\n".encode()
+    source, rows = read_all("-", stdin=io.BytesIO(data))
+    assert (source.header_line, [(r.line, r.target_id) for r in rows]) == (2, [(3, U[0])])
+
+
+def test_header_row_option_reads_a_header_past_the_search(tmp_path: Path) -> None:
+    """A header below 20 other rows is not found (the error names the lines looked at);
+    --header-row names it."""
+    notes = "".join(f"note {i}\n" for i in range(1, 25))
+    path = write(tmp_path / "u.csv", f"{notes}umid,cost\n{U[0]},3\n")
+    assert input_error(path) == (
+        f"{path}: no umid column in lines 1-20 (line 1: note 1); name it with --column, "
+        "or the header's line with --header-row"
+    )
+    source, rows = read_all(path, header_row=25)
+    assert (source.header_line, [(r.line, r.target_id, r.extra) for r in rows]) == (
+        25,
+        [(26, U[0], ("3",))],
+    )
+
+
+def test_header_row_option_wins_over_the_search(tmp_path: Path) -> None:
+    """--header-row takes that row even when an earlier one names an id column."""
+    path = write(tmp_path / "u.csv", f"umid\nnot this\nmessage_id,umid_old\n{U[1]},{U[0]}\n")
+    source, rows = read_all(path, header_row=3)
+    assert (source.id_column, [r.target_id for r in rows]) == ("message_id", [U[1]])
+    xl = xlsx(tmp_path / "u.xlsx", {"s": [["umid"], ["x"], ["message_id"], [U[3]]]})
+    source, rows = read_all(xl, header_row=3)
+    assert (source.header_line, [(r.line, r.target_id) for r in rows]) == (3, [(4, U[3])])
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        (2, "line 2 is blank; check --header-row"),
+        (9, "has no line 9 (it ends at line 3); check --header-row"),
+        (3, "no umid column in line 3 (columns: x); name it with --column (or --header-row)"),
+    ],
+)
+def test_header_row_option_errors(tmp_path: Path, row: int, problem: str) -> None:
+    """A --header-row that is blank, past the end or without an id column is one clear line."""
+    path = write(tmp_path / "u.csv", "umid\n\nx\n")
+    assert input_error(path, header_row=row) == f"{path}: {problem}"
+
+
+def test_xlsx_without_a_header_in_the_named_sheet(tmp_path: Path) -> None:
+    """--sheet with no id column in its first rows names the rows looked at and --header-row."""
+    path = xlsx(tmp_path / "u.xlsx", {"s": [["Abort list"], [], ["id", "cost"], ["a", 1]]})
+    assert input_error(path, sheet="s") == (
+        f"{path}: no umid column in rows 1-4 (row 1: Abort list); name it with --column, "
+        "or the header's row with --header-row"
+    )
+
+
+# ------------------------------------------------------------------------------ csv style (issue 14)
+
+
+def test_csv_style_is_reported_for_the_results(tmp_path: Path) -> None:
+    """The source tells the delimiter and whether a UTF-8 BOM began the file."""
+    plain, _ = read_all(write(tmp_path / "a.csv", f"umid\n{U[0]}\n"))
+    excel = write(tmp_path / "b.csv", codecs.BOM_UTF8 + f"umid;note\n{U[0]};x\n".encode())
+    european, _ = read_all(excel)
+    tsv, _ = read_all(write(tmp_path / "c.tsv", f"umid\tnote\n{U[0]}\tx\n"))
+    parq, _ = read_all(parquet(tmp_path / "d.parquet", {"umid": [U[0]]}))
+    assert [(s.delimiter, s.utf8_bom) for s in (plain, european, tsv, parq)] == [
+        (",", False),
+        (";", True),
+        ("\t", False),
+        (None, False),
+    ]
+
+
+def test_parquet_extras_keep_their_arrow_types(tmp_path: Path) -> None:
+    """Int, float, bool, timestamp and date Parquet columns keep their types; others are text."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    when = dt.datetime(2026, 3, 1, 10, 30, tzinfo=dt.UTC)
+    table = pa.table(
+        {
+            "umid": [U[0]],
+            "n": pa.array([7], pa.int64()),
+            "cost": pa.array([0.05], pa.float64()),
+            "ok": pa.array([True]),
+            "at": pa.array([when], pa.timestamp("us", tz="UTC")),
+            "day": pa.array([dt.date(2026, 3, 1)], pa.date32()),
+            "raw": pa.array([b"ab"], pa.binary()),
+        }
+    )
+    path = tmp_path / "u.parquet"
+    pq.write_table(table, path)
+    source, rows = read_all(path)
+    assert source.extra_types == (
+        "int64",
+        "double",
+        "bool",
+        "timestamp[us, tz=UTC]",
+        "date32[day]",
+        "text",
+    )
+    assert rows[0].extra == (7, 0.05, True, when, dt.date(2026, 3, 1), "ab")

@@ -608,3 +608,78 @@ def test_metrics_escape_label_values(tmp_path: Path) -> None:
     assert got["bulk_cancel_last_success_timestamp_seconds", labels] == ts(
         "2026-11-28T23:00:00+00:00"
     )
+
+
+# ------------------------------------------------------------------------------ typed input columns (issue 14)
+
+TYPED_COLUMNS = [*RESULT_COLUMNS, "Cost", "count", "paid", "scheduled_at", "day", "phone"]
+WHEN = dt.datetime(2026, 3, 1, 10, 30, tzinfo=dt.UTC)
+TYPED_ROWS: list[tuple[object, ...]] = [
+    (UMID, "acme_hq", "message", "cancelled", 200, None, None, None, 1, 1, None, 2,
+     0.05, 7, True, WHEN, dt.date(2026, 3, 1), "07700900123"),
+    (UMID, "acme_hq", "message", "not_found", 404, 1300, "Message not found", None, None, 1,
+     None, 3, None, None, None, None, None, None),
+]  # fmt: skip
+PARQUET_TYPES = {
+    "Cost": "double",
+    "count": "int64",
+    "paid": "bool",
+    "scheduled_at": "timestamp[us, tz=UTC]",
+    "day": "date32[day]",
+    "phone": "string",
+}
+
+
+def test_parquet_keeps_the_input_columns_arrow_types(tmp_path: Path) -> None:
+    """A Parquet input's int64, double, bool, timestamp and date columns keep their Arrow types."""
+    path = tmp_path / "r.parquet"
+    write_results(path, TYPED_COLUMNS, [TYPED_ROWS], column_types=PARQUET_TYPES)
+    schema = pq.read_schema(path)
+    assert [str(schema.field(c).type) for c in PARQUET_TYPES] == list(PARQUET_TYPES.values())
+    assert [tuple(r.values()) for r in pq.read_table(path).to_pylist()] == TYPED_ROWS
+
+
+def test_xlsx_keeps_numbers_and_dates_of_the_input(tmp_path: Path) -> None:
+    """Excel results hold the input's numbers as numbers and dates as dates (zones as UTC)."""
+    path = tmp_path / "r.xlsx"
+    types = dict.fromkeys(PARQUET_TYPES, "cell")
+    write_results(path, TYPED_COLUMNS, [TYPED_ROWS], column_types=types)
+    first = sheet_values(path, "results")[1][len(RESULT_COLUMNS) :]
+    assert first == (
+        0.05,
+        7,
+        True,
+        WHEN.replace(tzinfo=None),
+        dt.datetime(2026, 3, 1),
+        "07700900123",
+    )
+    assert isinstance(first[0], float)
+
+
+def test_csv_writes_typed_values_as_the_text_they_always_were(tmp_path: Path) -> None:
+    """In a CSV, an Excel number 7.0 is '7', 0.05 is '0.05', a date its ISO text, missing ''."""
+    path = tmp_path / "r.csv"
+    cells = [(*TYPED_ROWS[0][: len(RESULT_COLUMNS)], 0.05, 7.0, True, WHEN, float("nan"), "007")]
+    write_results(path, TYPED_COLUMNS, [cells], column_types=dict.fromkeys(PARQUET_TYPES, "cell"))
+    assert read_csv(path)[1][len(RESULT_COLUMNS) :] == [
+        "0.05",
+        "7",
+        "True",
+        "2026-03-01 10:30:00+00:00",
+        "",
+        "007",
+    ]
+
+
+def test_csv_for_a_semicolon_input_uses_its_delimiter_and_bom(tmp_path: Path) -> None:
+    """delimiter=';' and bom=True give what European Excel opens in columns; errors CSV too."""
+    path = tmp_path / "r.csv"
+    write_results(path, COLUMNS, chunked(ROWS, 3), delimiter=";", bom=True)
+    data = path.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfumid;subaccount_id;kind;")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    assert rows[1:] == [[as_csv(v) for v in row] for row in ROWS]
+    errors = tmp_path / "r.errors.csv"
+    write_errors(errors, COLUMNS, [ROWS[:1]], delimiter=";", bom=True)
+    assert errors.read_bytes().startswith(b"\xef\xbb\xbfumid;")
