@@ -179,9 +179,8 @@ async def _rich_loop(
             )
             if progress.read:
                 line = f"{read_text(progress)} · {line}"
-            # While the input is read the total still grows: no bar length until it is known.
-            total = None if progress.reading else progress.total or None
-            bar.update(task, completed=progress.done, total=total, line=line)
+            # While the input is read the total is what was read so far, and grows.
+            bar.update(task, completed=progress.done, total=progress.total or None, line=line)
             if stop.is_set():
                 break
             with contextlib.suppress(TimeoutError):

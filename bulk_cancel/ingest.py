@@ -325,7 +325,7 @@ class Streamer:
         reading, progress = self.reading, self._progress
         new: list[str] = []
         added = False
-        while time.monotonic() < deadline:
+        while not added or time.monotonic() < deadline:  # at least one chunk per slice
             chunk = next(chunks, None)
             if chunk is None:
                 self._ended = True

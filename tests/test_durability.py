@@ -443,3 +443,25 @@ def test_resume_mid_read_refuses_a_changed_file(tmp_path: Path) -> None:
         )  # fmt: skip
         assert sim.state()["requests"] == before
     assert changed.code == 2 and "checksum" in changed.stderr, changed.stderr
+
+
+def test_a_bad_row_found_while_sending_stops_both_with_exit_2(tmp_path: Path) -> None:
+    """A row that cannot be read, found after requests left: reading and sending stop, results
+    hold the rows read, the one-line error names the line, exit 2 (nothing read is lost)."""
+    src, _ = campaign_csv(tmp_path / "in.csv", 150_000, 1500, seed=35)
+    with src.open("ab") as f:
+        f.write(b"\xff\xfe not text,x\n")
+    out = tmp_path / "results.csv"
+    with simulator() as sim:
+        proc = start_run(src, out, sim, "--rate", "300")
+        code, err = finish(proc, timeout_s=180)
+        sent = sim.state()["requests"]
+    assert code == 2, err
+    assert sent > 0
+    assert "line 150002" in err and "The rows before it were sent" in err
+    assert "Traceback" not in err
+    summary = read_summary(out)
+    assert summary["ingest_complete"] is False and summary["exit_code"] == 2
+    rows = read_results(out)
+    assert len(rows) == summary["unique"] and sum(summary["counts"].values()) == len(rows)
+    assert summary["counts"]["cancelled"] == sent
