@@ -638,6 +638,13 @@ class Runner:
             self._ask(ledger)
         elif self._signal is not None:  # while opening: nothing was read or sent yet
             self._streamer.abandon()
+            if s.resume:  # the earlier run's ledger stays, as it was
+                ledger.close()
+                raise Interrupted(
+                    "interrupted before sending anything; the ledger is kept: run the same "
+                    "command again",
+                    sigterm=self._signal == signal.SIGTERM,
+                )
             _discard(ledger)
             self._check_interrupt()
         report = RunReport()
