@@ -90,7 +90,7 @@ class RowCount:
     """Where the figure comes from, for people: "Parquet metadata", "lines in the file"."""
 
 
-def count_rows(source: readers.InputSource) -> RowCount | None:
+def count_rows(source: readers.InputSource, *, sheet: str | None = None) -> RowCount | None:
     """A cheap count of *source*'s rows (well under a second per gigabyte), or None (stdin).
 
     Parquet: the row count in the file's metadata (exact). CSV, TSV, TXT: the line breaks in the
@@ -108,7 +108,7 @@ def count_rows(source: readers.InputSource) -> RowCount | None:
             rows = pq.ParquetFile(path).metadata.num_rows
             return RowCount(rows, True, True, "Parquet metadata")
         if fmt is readers.Format.XLSX:
-            return _xlsx_rows(path)
+            return _xlsx_rows(path, sheet)
         lines, quoted, lone_cr = count_lines(path)
     except Exception:  # a count is a courtesy: the reading reports the real problems
         return None
@@ -126,26 +126,29 @@ def count_lines(path: str) -> tuple[int, bool, bool]:
     quoted = lone_cr = False
     last = b"\n"
     with open(path, "rb") as fh:
-        while block := fh.read(_BLOCK_BYTES):
+        while block := fh.read(4 * _BLOCK_BYTES):
+            if block.endswith(b"\r"):
+                block += fh.read(1)  # a CRLF split between two blocks is not a lone CR
             lines += block.count(b"\n")
             quoted = quoted or b'"' in block
-            lone_cr = lone_cr or block.count(b"\r") != block.count(b"\r\n")
+            lone_cr = lone_cr or (b"\r" in block and block.count(b"\r") != block.count(b"\r\n"))
             last = block[-1:]
     if last != b"\n":
         lines += 1
     return lines, quoted, lone_cr
 
 
-def _xlsx_rows(path: str) -> RowCount | None:
+def _xlsx_rows(path: str, name: str | None) -> RowCount | None:
     import openpyxl
 
     book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
-        sheet = book.worksheets[0]
+        sheet = book[name] if name is not None else book.worksheets[0]
         rows = sheet.max_row
     finally:
         book.close()
-    return None if not rows else RowCount(max(0, rows - 1), False, False, "the sheet's stated size")
+    how = "the sheet's stated size" if name is not None else "the first sheet's stated size"
+    return None if not rows else RowCount(max(0, rows - 1), False, False, how)
 
 
 # ---------------------------------------------------------------------------- the checksum

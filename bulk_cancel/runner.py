@@ -405,7 +405,7 @@ class Runner:
         asking = self._confirm is not None and not s.resume
         count = None
         if asking or s.max_rows is not None or source.format is readers.Format.PARQUET:
-            count = ingest.count_rows(source)
+            count = ingest.count_rows(source, sheet=s.sheet)
         if s.max_rows is not None and (
             count is None or not count.at_most or count.rows > s.max_rows
         ):

@@ -164,3 +164,30 @@ async def test_slices_yield_the_loop(tmp_path: Path) -> None:
     await asyncio.gather(s.run(), ticker())
     assert ticks > 2 and len(set(reads_seen)) > 2  # it ran between slices, not only around
     ledger.close()
+
+
+def test_an_excel_sheet_is_counted_as_an_estimate(tmp_path: Path) -> None:
+    """An .xlsx sheet's stated size gives an estimate, never called exact."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["umid"])
+    for u in umids(6):
+        sheet.append([u])
+    path = tmp_path / "in.xlsx"
+    book.save(path)
+    count = ingest.count_rows(opened(path))
+    assert count is not None and (count.rows, count.exact, count.at_most) == (6, False, False)
+
+
+def test_windows_line_ends_count_exactly_and_lone_crs_do_not(tmp_path: Path) -> None:
+    """CRLF lines are counted as exactly as LF ones; a file with lone CRs is only "about"."""
+    crlf = tmp_path / "crlf.csv"
+    crlf.write_bytes(b"umid\r\n" + b"".join(u.encode() + b"\r\n" for u in umids(9)))
+    assert ingest.count_rows(opened(crlf)) == ingest.RowCount(9, True, True, "lines in the file")
+    assert ingest.count_lines(str(crlf)) == (10, False, False)
+    cr = tmp_path / "cr.csv"
+    cr.write_bytes(b"umid\r" + b"".join(u.encode() + b"\r" for u in umids(9)))
+    assert ingest.count_lines(str(cr)) == (1, False, True)
