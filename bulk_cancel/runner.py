@@ -406,8 +406,10 @@ class Runner:
         count = None
         if asking or s.max_rows is not None or source.format is readers.Format.PARQUET:
             count = ingest.count_rows(source, sheet=s.sheet)
-        if s.max_rows is not None and (
-            count is None or not count.at_most or count.rows > s.max_rows
+        if (
+            s.max_rows is not None
+            and not s.resume  # a resume streams on (its ledger may hold rows already sent)
+            and (count is None or not count.at_most or count.rows > s.max_rows)
         ):
             return None
         if count is not None:
@@ -569,7 +571,8 @@ class Runner:
         elif summary["exit_code"] == ExitCode.OK:
             summary["exit_code"] = int(ExitCode.INCOMPLETE)
         summary.setdefault("resume_command", resume_command(self.settings))
-        summary.setdefault("retry_failed_command", retry_failed_command(self.settings))
+        # --retry-failed needs the whole input read: the resume command is the one that helps.
+        summary.pop("retry_failed_command", None)
 
     def _read_error_message(self) -> str | None:
         if self._read_error is None:
