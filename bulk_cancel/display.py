@@ -219,6 +219,11 @@ def summary_table(
         f"elapsed {elapsed:.1f} s · achieved {summary.get('achieved_rate_per_s', 0):,.1f} requests/s"
     )
     console.print(f"results: {summary.get('results')} · ledger: {summary.get('ledger')}")
+    if summary.get("ingest_complete") is False:
+        console.print(
+            f"the input was not read to the end ({summary.get('input_rows', 0):,} rows read): "
+            "the rest is not in the results yet; the command below reads and sends it"
+        )
     if summary.get("resume_command"):
         _print_command(console, "to finish or retry", str(summary["resume_command"]))
         retry = _retry_failed_command(summary)

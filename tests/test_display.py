@@ -125,6 +125,10 @@ def test_summary_table_shows_outcomes_shares_and_next_steps() -> None:
     assert "out/results.csv" in text
     assert f"to finish or retry: {SUMMARY['resume_command']}" in text
     assert f"to re-send only the failures: {SUMMARY['retry_failed_command']}" in text
+    assert "not read to the end" not in text
+    unread = io.StringIO()
+    summary_table({**SUMMARY, "ingest_complete": False}, unread)
+    assert "the input was not read to the end (105 rows read)" in unread.getvalue()
 
 
 def test_report_loads_a_summary_from_results_or_ledger_paths(tmp_path: Path) -> None:
