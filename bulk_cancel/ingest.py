@@ -299,18 +299,22 @@ class Streamer:
         if self._hasher is not None:
             self._hasher.close()
 
-    async def run(self, *, until: Callable[[], bool] = lambda: False) -> Reading:
-        """Read to the end, or until :meth:`stop` or *until*; the feed is closed however this ends."""
+    async def run(self, *, sending_stopped: Callable[[], bool] = lambda: False) -> Reading:
+        """Read to the end, or until :meth:`stop`; the feed is closed however this ends.
+
+        Once *sending_stopped* (a rejected key, the failure threshold) the rest is read flat
+        out, so that the results still hold every row (``not_attempted``)."""
         progress = self._progress
         progress.reading = True
         try:
             chunks = iter(self._source)
-            while not (self.stopped or until()):
+            while not self.stopped:
                 started = time.monotonic()
                 self._slice(chunks)
                 if self._ended:
                     break
-                ahead = min(1.0, (progress.total - progress.done) / AHEAD_ROWS)
+                waiting = 0 if sending_stopped() else progress.total - progress.done
+                ahead = min(1.0, waiting / AHEAD_ROWS)
                 took = time.monotonic() - started
                 await asyncio.sleep(took * (1.0 + (AHEAD_PAUSE - 1.0) * ahead))
             if self._ended:

@@ -539,7 +539,7 @@ class Runner:
         """The reading task beside the pipeline: a bad row stops the sending too."""
         assert self._streamer is not None
         try:
-            await self._streamer.run(until=lambda: pipeline.stopping)
+            await self._streamer.run(sending_stopped=lambda: pipeline.stopping)
         except BulkCancelError as exc:
             self._read_error = exc
             log.error("ingest.failed", problem=str(exc))
@@ -756,8 +756,12 @@ class Runner:
             return pipeline.report
         finally:
             if reading is not None:
+                # A stop other than a signal (a rejected key, the threshold) lets the reading
+                # finish, so the results hold every row; a signal or a failure stops it too.
                 assert self._streamer is not None
-                self._streamer.stop()
+                ended_well = task.done() and not task.cancelled() and task.exception() is None
+                if self._signal is not None or not ended_well:
+                    self._streamer.stop()
                 await reading
             for signum in installed:
                 loop.remove_signal_handler(signum)
