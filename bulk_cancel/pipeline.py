@@ -375,6 +375,32 @@ class Pipeline:
             buffer.extend(items)
             return True
 
+        # While the input is still read, a lane can run out of rows: its idle workers park, and
+        # a lookout task wakes one per row taken at each slice of the feed (rather than all of
+        # them at every slice), or all of them once the feed closes or the lane stops.
+        idle: deque[asyncio.Future[None]] = deque()
+
+        def wake(n: int) -> None:
+            while n > 0 and idle:
+                parked = idle.popleft()
+                if not parked.done():
+                    parked.set_result(None)
+                    n -= 1
+
+        async def wait_for_rows() -> None:
+            parked = asyncio.get_running_loop().create_future()
+            idle.append(parked)
+            await parked
+
+        async def look_out(feed: Feed) -> None:
+            while True:
+                await feed.wait()  # stop() publishes too
+                if halted() or feed.done:
+                    wake(len(idle))
+                    return
+                if idle and (buffer or refill()):
+                    wake(len(buffer))
+
         async def work(index: int) -> None:
             slot = _Slot(gate, ip, self._clock)
             delay = index / s.rate_per_s - _WORKER_LEAD_S
@@ -392,8 +418,10 @@ class Pipeline:
                 if halted() or (not buffer and not refill()):
                     if halted() or exhausted or feed is None:
                         return
-                    await feed.wait()  # the input is still being read (stop() wakes it too)
+                    await wait_for_rows()
                     continue
+                if idle and len(buffer) > 1:
+                    wake(len(buffer) - 1)
                 verdict = await self._process(buffer.popleft(), gate, concurrency, slot)
                 if (
                     verdict is not None
@@ -416,11 +444,14 @@ class Pipeline:
             concurrency.open_all()
 
         watcher = asyncio.create_task(watch())
+        lookout = None if feed is None else asyncio.create_task(look_out(feed))
         try:
             await asyncio.gather(*(work(i) for i in range(workers)))
         finally:
             watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            if lookout is not None:
+                lookout.cancel()
+            await asyncio.gather(watcher, *([lookout] if lookout else []), return_exceptions=True)
             give_back()  # a worker failed: whatever it left was never sent
             self._gates.pop(sub, None)
 
