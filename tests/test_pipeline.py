@@ -319,3 +319,30 @@ async def test_a_stop_wakes_lanes_waiting_for_rows(ledger_path: Path) -> None:
     assert report.stop_reason == StopReason.INTERRUPTED
     assert len(fake.calls) == 10 and not feed.done
     ledger.close()
+
+
+async def test_parked_workers_wake_for_rows_fed_one_at_a_time(ledger_path: Path) -> None:
+    """Hundreds of workers (automatic concurrency), rows arriving a few per slice: every row is
+    sent once and the run ends at the feed's close, with no worker left parked."""
+    from bulk_cancel.pipeline import Feed
+
+    ids = umids(90)
+    ledger = Ledger.create(ledger_path, {"settings": {}})
+    ledger.build_work_index()
+    feed = Feed(lanes_hint=1)
+    fake = ScriptedCanceller(lambda t, n: OK)
+    pipeline = Pipeline(ledger, fake, settings(rate_per_s=2000, concurrency=None), feed=feed)
+    task = asyncio.create_task(pipeline.run())
+    for start in range(0, 90, 3):
+        rows = ids[start : start + 3]
+        ledger.add(
+            ("sub_a", u, Kind.MESSAGE, start + i + 2, None, None) for i, u in enumerate(rows)
+        )
+        ledger.commit()
+        feed.publish(["sub_a"] if start == 0 else [])
+        await asyncio.sleep(0.005)
+    feed.close()
+    await asyncio.wait_for(task, 20)
+    assert sorted(t.id for t in fake.calls) == sorted(ids)
+    assert ledger.counts() == {"cancelled": 90}
+    ledger.close()
