@@ -255,7 +255,7 @@ class Reading:
 class Streamer:
     """Reads *source* into *ledger* in slices while the pipeline sends, telling *feed*.
 
-    *skip_rows* rows were read by an earlier run of this ledger (resumed mid-read): they are
+    The ``reading.input_rows`` rows an earlier run of this ledger read (resumed mid-read) are
     read again but not added, and the last of them must match *last_row* (its line and id).
     """
 
@@ -291,6 +291,7 @@ class Streamer:
         self._ended = False
 
     def stop(self) -> None:
+        """End the reading at the next slice, unfinished (a signal, a failed pipeline)."""
         self.stopped = True
 
     def abandon(self) -> None:
