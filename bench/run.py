@@ -32,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import first_request
 import inputs
 import procs
 from procs import CLIENT_CPU, KEY, Simulator, bulk_cancel_cmd
@@ -535,6 +536,15 @@ def memory(ctx: Context) -> None:
     )
 
 
+# ------------------------------------------------------------------------- 15. first request
+
+
+def first_request_figures(ctx: Context) -> None:
+    """Time to the first request, off a terminal, on millions of rows (issue 15)."""
+    for f in first_request.section(ctx.tmp, quick=ctx.quick):
+        ctx.report(Figure("first_request", f["name"], f["value"], f["goal"], f["passed"], f["raw"]))
+
+
 # ------------------------------------------------------------------------------- 5. start-up
 
 
@@ -670,6 +680,7 @@ SECTIONS: dict[str, tuple[Callable[[Context], None], float]] = {
     "ip": (per_ip, 50),
     "pool": (one_pool, 60),
     "memory": (memory, 420),
+    "first_request": (first_request_figures, 240),
 }
 
 

@@ -403,15 +403,10 @@ async def _with_progress(runner: Any, *, tty: bool) -> Any:
 
 def _ask(plan: dict[str, Any]) -> bool:
     """On a terminal, say what is about to be cancelled and ask; anything but y/yes is no."""
-    subs = list(plan["per_subaccount"].items())
-    shown = ", ".join(f"{sub} ({n:,})" for sub, n in subs[:5])
-    more = f" and {len(subs) - 5} more" if len(subs) > 5 else ""
+    from .display import confirmation_question
+
     try:
-        lead = {"resume": "Resume the run: cancel", "retry": "Re-send the failures: cancel"}
-        answer = input(
-            f"{lead.get(plan.get('mode', 'first'), 'Cancel')} {plan['to_send']:,} scheduled "
-            f"messages in subaccount(s) {shown}{more} via {plan['base_url']}? [y/N] "
-        )
+        answer = input(confirmation_question(plan))
     except EOFError:
         return False
     return answer.strip().lower() in {"y", "yes"}

@@ -37,8 +37,55 @@ def progress_fields(p: Progress, elapsed_s: float) -> dict[str, Any]:
         "rate_per_s": round(achieved, 1),
         "pace_per_s": round(p.rate_per_s, 1),
         "target_rate_per_s": round(p.target_rate_per_s, 1),
-        "eta_s": round(left / pace, 1) if pace > 0 else None,
+        "eta_s": round(left / pace, 1) if pace > 0 and not p.reading else None,
+        "read": p.read,
+        "read_total": p.read_total,
+        "read_total_exact": p.read_total_exact,
+        "reading": p.reading,
     }
+
+
+def read_text(p: Progress) -> str:
+    """Rows read, for people: "read 120,000 of about 2,000,000", "read 2,000,000 (all)"."""
+    if not p.reading:
+        return f"read {p.read:,} (all)" if p.read else ""
+    if p.read_total is None:
+        return f"read {p.read:,}"
+    about = "" if p.read_total_exact else "about "
+    return f"read {p.read:,} of {about}{p.read_total:,}"
+
+
+def confirmation_question(plan: Mapping[str, Any]) -> str:
+    """The terminal's question before sending: what, how many (and whether that is a count or
+    an estimate), where."""
+    where = f"via {plan['base_url']}? [y/N] "
+    if "per_subaccount" in plan:  # read whole first: the exact figures per subaccount
+        subs = list(plan["per_subaccount"].items())
+        shown = ", ".join(f"{sub} ({n:,})" for sub, n in subs[:5])
+        more = f" and {len(subs) - 5} more" if len(subs) > 5 else ""
+        lead = {"resume": "Resume the run: cancel", "retry": "Re-send the failures: cancel"}
+        return (
+            f"{lead.get(plan.get('mode', 'first'), 'Cancel')} {plan['to_send']:,} scheduled "
+            f"messages in subaccount(s) {shown}{more} {where}"
+        )
+    rows = plan.get("rows")
+    if rows is None:
+        how_many = "the scheduled messages of every row (not counted)"
+    elif plan.get("rows_exact"):
+        how_many = f"the scheduled messages of {rows:,} rows ({plan['rows_counted_from']})"
+    else:
+        how_many = (
+            f"the scheduled messages of about {rows:,} rows (an estimate from "
+            f"{plan['rows_counted_from']})"
+        )
+    column = plan.get("subaccount_column")
+    if column and plan.get("subaccount"):
+        where_to = f"in the subaccounts of column {column!r}, else {plan['subaccount']}"
+    elif column:
+        where_to = f"in the subaccounts of column {column!r}"
+    else:
+        where_to = f"in subaccount {plan['subaccount']}"
+    return f"Cancel {how_many} {where_to} {where}"
 
 
 @asynccontextmanager
@@ -132,6 +179,9 @@ async def _rich_loop(
                 f"{fields['target_rate_per_s']:.0f}/s) · "
                 f"429s {fields['throttled']} · retries {fields['retries']} · {counts}"
             )
+            if progress.read:
+                line = f"{read_text(progress)} · {line}"
+            # While the input is read the total is what was read so far, and grows.
             bar.update(task, completed=progress.done, total=progress.total or None, line=line)
             if stop.is_set():
                 break
@@ -174,6 +224,11 @@ def summary_table(
         for n, attempt in enumerate(attempts, 1):
             console.print(f"  {_attempt_line(n, attempt)}", markup=False)
     console.print(f"results: {summary.get('results')} · ledger: {summary.get('ledger')}")
+    if summary.get("ingest_complete") is False:
+        console.print(
+            f"the input was not read to the end ({summary.get('input_rows', 0):,} rows read): "
+            "the rest is not in the results yet; the command below reads and sends it"
+        )
     if summary.get("resume_command"):
         _print_command(console, "to finish or retry", str(summary["resume_command"]))
         retry = _retry_failed_command(summary)

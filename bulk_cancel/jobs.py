@@ -477,6 +477,9 @@ async def _run_claim(
             folder.release(claim)
         raise
     stop = result.summary.get("stop_reason")
+    if stop == "input_error":  # a bad row found while sending: resuming would stop there again
+        folder.reject(claim, str(result.summary.get("stop_detail")))
+        return result.exit_code, True
     if stop in _WENT_THROUGH:
         folder.archive(claim, result)
         return result.exit_code, True

@@ -293,6 +293,13 @@ class Ledger:
         self._conn.execute(_TODO_INDEX)
         self.commit()
 
+    def build_work_index(self) -> None:
+        """Build the work index now and commit, for rows sent while more are being added.
+
+        Its key is (sub, seq) and seq only grows, so each added row extends it at its end.
+        """
+        self.finish_ingest()
+
     # ---------------------------------------------------------------- sending
 
     def reopen_failures(self) -> int:

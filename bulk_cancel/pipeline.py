@@ -20,7 +20,7 @@ import math
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -66,6 +66,8 @@ class StopReason:
     FATAL = "fatal_answer"
     NETWORK = "network_refused"
     """A proxy that cannot be reached or refuses us, or a certificate that does not verify."""
+    INPUT = "input_error"
+    """A row further into the input could not be read (rows are sent while it is read)."""
 
 
 @dataclass(slots=True)
@@ -82,6 +84,13 @@ class Progress:
     target_rate_per_s: float = 0.0
     in_flight_limit: int = 0
     started: float = field(default_factory=time.monotonic)
+    read: int = 0
+    """Input rows read into the ledger so far (all runs of this ledger)."""
+    read_total: int | None = None
+    """Input rows in all: counted or estimated before reading, exact once reading ends."""
+    read_total_exact: bool = False
+    reading: bool = False
+    """The input is still being read: ``total`` may grow."""
 
 
 @dataclass(slots=True)
@@ -91,6 +100,42 @@ class RunReport:
     stop_reason: str | None = None
     stop_detail: str | None = None
     rejected_subaccounts: list[str] = field(default_factory=list)
+
+
+class Feed:
+    """Rows arriving in the ledger while the pipeline runs: the input is still being read.
+
+    The reader commits a slice of rows, then calls :meth:`publish` with the subaccounts it saw
+    for the first time; lanes whose rows ran out wait for the next publish instead of ending,
+    and end once :meth:`close` says no more rows will come.
+    """
+
+    def __init__(self, *, lanes_hint: int = MAX_ACTIVE_LANES) -> None:
+        self.lanes_hint = lanes_hint
+        """How many subaccounts the input may name (1 when every row has the default one)."""
+        self.subaccounts: list[str] = []
+        """Subaccounts in the order they first appeared."""
+        self.generation = 0
+        """Counts publishes: a lane that found nothing at one generation need not look again."""
+        self.done = False
+        self._changed = asyncio.Event()
+
+    def publish(self, new_subaccounts: Iterable[str] = ()) -> None:
+        """Rows were committed: wake whoever waits for rows."""
+        self.subaccounts.extend(new_subaccounts)
+        self.generation += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def close(self) -> None:
+        """No more rows will come (the input is read, or reading stopped)."""
+        self.done = True
+        self.publish()
+
+    async def wait(self) -> None:
+        """Until the next :meth:`publish` or :meth:`close`."""
+        if not self.done:
+            await self._changed.wait()
 
 
 class _Slot:
@@ -195,8 +240,10 @@ class Pipeline:
         progress: Progress | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        feed: Feed | None = None,
     ) -> None:
         self._ledger = ledger
+        self._feed = feed
         self._canceller = canceller
         self._settings = settings
         self.progress = progress or Progress()
@@ -207,6 +254,7 @@ class Pipeline:
         self.report = RunReport()
         self._first_answers = 0
         self._first_failures = 0
+        self._last_failure: str | None = None
         self._gates: dict[str, RateGate] = {}
         # The per-IP cap is a gate of its own, shared by every lane and counting arrivals the
         # same way; nothing calls its throttled(): a 429 slows the subaccount that drew it.
@@ -220,6 +268,8 @@ class Pipeline:
             self.report.stop_reason = reason
             self.report.stop_detail = detail
         self._stopping.set()
+        if self._feed is not None:
+            self._feed.publish()  # lanes waiting for rows look again, and see the stop
 
     @property
     def stopping(self) -> bool:
@@ -228,16 +278,21 @@ class Pipeline:
     # ------------------------------------------------------------------ running
 
     async def run(self) -> RunReport:
-        """Send everything still to send; return how it ended."""
+        """Send everything still to send (with a feed: also what arrives until it closes)."""
         lanes = self._ledger.lanes()
-        self.progress.total = sum(n for _, n in lanes)
+        feed = self._feed
+        if feed is None:
+            self.progress.total = sum(n for _, n in lanes)
         self.progress.target_rate_per_s = self._settings.rate_per_s
         # The per-IP cap costs a second limiter per request: skip it when the lanes cannot
         # exceed it anyway (one subaccount at a rate under the cap, the common case).
+        expected_lanes = max(len(lanes), 0 if feed is None else feed.lanes_hint)
         self._ip_limited = self._settings.ip_rate_per_s < self._settings.rate_per_s * min(
-            len(lanes), MAX_ACTIVE_LANES
+            expected_lanes, MAX_ACTIVE_LANES
         )
-        window = min(self._settings.failure_window, max(1, self.progress.total))
+        window = self._settings.failure_window
+        if feed is None or feed.done:
+            window = min(window, max(1, self.progress.total))
         self._window = window
         flusher_stop = asyncio.Event()
         flusher = asyncio.create_task(self._recorder.run(flusher_stop))
@@ -250,13 +305,36 @@ class Pipeline:
                         await self._lane(sub)
 
             async with asyncio.TaskGroup() as group:
-                for sub, _ in lanes:
-                    group.create_task(one_lane(sub))
+                started: set[str] = set()
+                for sub in [sub for sub, _ in lanes] + ([] if feed is None else feed.subaccounts):
+                    if sub not in started:
+                        started.add(sub)
+                        group.create_task(one_lane(sub))
+                if feed is not None:
+                    await self._follow(feed, started, lambda sub: group.create_task(one_lane(sub)))
         finally:
             flusher_stop.set()
             await flusher
             self._recorder.flush()
         return self.report
+
+    async def _follow(self, feed: Feed, started: set[str], start: Callable[[str], object]) -> None:
+        """Start a lane for each subaccount the feed names for the first time, until it closes."""
+        seen = 0
+        while True:
+            for sub in feed.subaccounts[seen:]:
+                if sub not in started:
+                    started.add(sub)
+                    start(sub)
+            seen = len(feed.subaccounts)
+            if feed.done:
+                # The whole input is known: the failure window is at most what it holds.
+                self._window = min(self._window, max(1, self.progress.total))
+                self._check_threshold()
+                return
+            if self.stopping:
+                return
+            await feed.wait()
 
     async def _lane(self, sub: str) -> None:
         s = self._settings
@@ -292,13 +370,19 @@ class Pipeline:
                 self._ledger.release([item.seq for item in buffer])
                 buffer.clear()
 
+        feed = self._feed
+        looked_at = -1  # the feed generation at which the ledger last had nothing for this lane
+
         def refill() -> bool:
-            nonlocal after, exhausted
-            if exhausted:
+            nonlocal after, exhausted, looked_at
+            if exhausted or (feed is not None and looked_at == feed.generation):
                 return False
             items = self._ledger.next_work(sub, after, batch)
             self._recorder.flush()  # the SENT marks are durable before any request leaves
             if not items:
+                if feed is not None and not feed.done:
+                    looked_at = feed.generation  # more rows may come: wait for the next slice
+                    return False
                 exhausted = True
                 no_more.set()
                 concurrency.open_all()  # workers parked above the automatic limit must leave too
@@ -306,6 +390,32 @@ class Pipeline:
             after = items[-1].seq
             buffer.extend(items)
             return True
+
+        # While the input is still read, a lane can run out of rows: its idle workers park, and
+        # a lookout task wakes one per row taken at each slice of the feed (rather than all of
+        # them at every slice), or all of them once the feed closes or the lane stops.
+        idle: deque[asyncio.Future[None]] = deque()
+
+        def wake(n: int) -> None:
+            while n > 0 and idle:
+                parked = idle.popleft()
+                if not parked.done():
+                    parked.set_result(None)
+                    n -= 1
+
+        async def wait_for_rows() -> None:
+            parked = asyncio.get_running_loop().create_future()
+            idle.append(parked)
+            await parked
+
+        async def look_out(feed: Feed) -> None:
+            while True:
+                await feed.wait()  # stop() publishes too
+                if halted() or feed.done:
+                    wake(len(idle))
+                    return
+                if idle and (buffer or refill()):
+                    wake(len(buffer))
 
         async def work(index: int) -> None:
             slot = _Slot(gate, ip, self._clock)
@@ -322,7 +432,12 @@ class Pipeline:
                 if index >= concurrency.limit:
                     await concurrency.admit(index)
                 if halted() or (not buffer and not refill()):
-                    return
+                    if halted() or exhausted or feed is None:
+                        return
+                    await wait_for_rows()
+                    continue
+                if idle and len(buffer) > 1:
+                    wake(len(buffer) - 1)
                 verdict = await self._process(buffer.popleft(), gate, concurrency, slot)
                 if (
                     verdict is not None
@@ -345,11 +460,14 @@ class Pipeline:
             concurrency.open_all()
 
         watcher = asyncio.create_task(watch())
+        lookout = None if feed is None else asyncio.create_task(look_out(feed))
         try:
             await asyncio.gather(*(work(i) for i in range(workers)))
         finally:
             watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            if lookout is not None:
+                lookout.cancel()
+            await asyncio.gather(watcher, *([lookout] if lookout else []), return_exceptions=True)
             give_back()  # a worker failed: whatever it left was never sent
             self._gates.pop(sub, None)
 
@@ -432,12 +550,16 @@ class Pipeline:
             self._first_answers += 1
             if result.outcome is Outcome.FAILED:
                 self._first_failures += 1
-                if self._first_failures > self._settings.failure_threshold * self._window:
-                    self.stop(
-                        StopReason.THRESHOLD,
-                        f"more than {self._settings.failure_threshold:.0%} of the first "
-                        f"{self._window} answered rows failed (last: {result.error_message})",
-                    )
+                self._last_failure = result.error_message
+                self._check_threshold()
+
+    def _check_threshold(self) -> None:
+        if self._first_failures > self._settings.failure_threshold * self._window:
+            self.stop(
+                StopReason.THRESHOLD,
+                f"more than {self._settings.failure_threshold:.0%} of the first "
+                f"{self._window} answered rows failed (last: {self._last_failure})",
+            )
 
 
 def _failed(exchange: Exchange, attempts: int, message: str) -> Result:

@@ -23,13 +23,21 @@ from typing import Any
 
 import structlog
 
-from . import readers, writers
+from . import ingest, readers, writers
 from .client import CancelClient, Canceller, ClientSettings
-from .errors import ExitCode, InputError, Interrupted, LedgerError, UsageError
+from .errors import BulkCancelError, ExitCode, InputError, Interrupted, LedgerError, UsageError
 from .ledger import Ledger, attempt_totals, ledger_path
 from .model import RESULT_COLUMNS, Kind, Outcome, Result
 from .normalize import canonical_uuid, clean
-from .pipeline import Pipeline, PipelineSettings, Progress, RunReport, StopReason
+from .pipeline import (
+    MAX_ACTIVE_LANES,
+    Feed,
+    Pipeline,
+    PipelineSettings,
+    Progress,
+    RunReport,
+    StopReason,
+)
 from .settings import RunSettings, mask_url
 
 log = structlog.get_logger("bulk_cancel")
@@ -147,6 +155,10 @@ class Runner:
         self._signal: int | None = None
         self._created = False
         """Whether this run made its ledger (nothing was ever sent through it before)."""
+        self._streamer: ingest.Streamer | None = None
+        """While the input is read as rows are sent (see :mod:`bulk_cancel.ingest`)."""
+        self._read_error: BulkCancelError | None = None
+        self._drain_cut = False  # the drain timeout cancelled requests still in flight
 
     @property
     def mode(self) -> str:
@@ -156,7 +168,7 @@ class Runner:
 
     # ------------------------------------------------------------------ phases
 
-    def _open_source(self) -> readers.InputSource:
+    def _open_source(self, *, chunk_rows: int = 50_000) -> readers.InputSource:
         s = self.settings
         assert s.input is not None
         return readers.open_input(
@@ -168,6 +180,7 @@ class Runner:
             header_row=s.header_row,
             encoding=s.encoding,
             stdin=self._stdin,
+            chunk_rows=chunk_rows,
         )
 
     def _fingerprint(self) -> dict[str, Any]:
@@ -200,15 +213,7 @@ class Runner:
             )
         else:
             stats.extra_columns = list(source.extra_columns)
-            ledger.set_meta(
-                {
-                    "extra_columns": stats.extra_columns,
-                    # What the results need to give the input's columns back as they came.
-                    "extra_types": list(source.extra_types),
-                    "input_delimiter": source.delimiter,
-                    "input_utf8_bom": source.utf8_bom,
-                }
-            )
+            ledger.set_meta(_input_meta(source))
             now = _now()
             for chunk in source:
                 self._check_interrupt()
@@ -399,6 +404,206 @@ class Runner:
             raise
         return ledger
 
+    # ------------------------------------------------------------------ reading while sending
+
+    def _streams(self) -> bool:
+        """Whether rows are sent while the input is still being read (see :mod:`.ingest`).
+
+        Not for ``--retry-failed`` (nothing to read) nor stdin, which cannot be read again by a
+        ``--resume``: stdin is read whole first, as before.
+        """
+        s = self.settings
+        return not s.retry_failed and s.input not in (None, readers.STDIN)
+
+    def _prepare_streaming(self) -> Ledger | None:
+        """Open or create the ledger and a :class:`~.ingest.Streamer` to fill it as rows are
+        sent; None when the input must be read whole first (a ``max_rows`` that a cheap count
+        cannot show is kept: then nothing is sent from a file that holds too many rows)."""
+        s = self.settings
+        path = ledger_path(s.output)
+        source = self._open_source(chunk_rows=ingest.CHUNK_ROWS)
+        asking = self._confirm is not None and not s.resume
+        count = None
+        if asking or s.max_rows is not None or source.format is readers.Format.PARQUET:
+            count = ingest.count_rows(source, sheet=s.sheet)
+        if (
+            s.max_rows is not None
+            and not s.resume  # a resume streams on (its ledger may hold rows already sent)
+            and (count is None or not count.at_most or count.rows > s.max_rows)
+        ):
+            return None
+        if count is not None:
+            self.progress.read_total = count.rows
+            self.progress.read_total_exact = count.exact
+        if s.resume and path.exists():
+            ledger = self._resume_streaming(path, source)
+            if ledger is not None:
+                return ledger
+        elif s.resume:
+            Ledger.open(path)  # raises: no ledger to resume
+        if asking:
+            self._ask_before_reading(source, count)
+        ledger = Ledger.create(
+            path, {"created_at": _now(), "input": s.input, "settings": self._fingerprint()}
+        )
+        self._created = True
+        try:
+            ledger.set_meta(_input_meta(source))
+            ledger.build_work_index()  # rows are sent as they arrive: the lanes' index must exist
+            self._start_streamer(ledger, source, ingest.Reading())
+        except BaseException:
+            _discard(ledger)
+            raise
+        return ledger
+
+    def _resume_streaming(self, path: Path, source: readers.InputSource) -> Ledger | None:
+        """Open the ledger of the run being resumed; None if it read nothing (start afresh)."""
+        s = self.settings
+        assert s.input is not None
+        ledger = Ledger.open(path)
+        try:
+            meta = ledger.meta()
+            full = meta.get("input_checksum")
+            if full is not None and full != source.checksum():
+                raise LedgerError(
+                    f"{s.input}: not the input of the run in {path} (checksum differs); "
+                    "resume with the original file, or start afresh with another --output"
+                )
+            ingest.check_same_input(s.input, meta, str(path))
+            self._check_same_settings(meta, path)
+            reading = ingest.Reading.from_meta(meta)
+            if not reading.complete and not meta.get("input_prefix"):
+                # Killed before its first rows were committed (or by a version that read
+                # everything first): nothing was sent, so read it all again.
+                ledger.close()
+                path.unlink()
+                return None
+            reopened = ledger.reopen_failures()
+            lanes = ledger.lanes()
+            self.progress.total = sum(n for _, n in lanes)
+            log.info("run.resume", ledger=str(path), reopened=reopened, read=reading.input_rows)
+            if not reading.complete:
+                ledger.build_work_index()
+                self._start_streamer(
+                    ledger,
+                    source,
+                    reading,
+                    known=[sub for sub, _ in lanes],
+                    last_row=meta.get("ingest_last"),
+                )
+            return ledger
+        except BaseException:
+            with suppress(Exception):
+                ledger.close()
+            raise
+
+    def _check_same_settings(self, meta: dict[str, Any], path: Path) -> None:
+        changed = {
+            k: (meta.get("settings", {}).get(k), v)
+            for k, v in self._fingerprint().items()
+            if meta.get("settings", {}).get(k) != v
+        }
+        if changed:
+            what = ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items())
+            raise LedgerError(
+                f"{path}: --resume with settings that change what is sent ({what}); "
+                "use the original settings, or start afresh with another --output"
+            )
+
+    def _start_streamer(
+        self,
+        ledger: Ledger,
+        source: readers.InputSource,
+        reading: ingest.Reading,
+        *,
+        known: list[str] | None = None,
+        last_row: list[object] | None = None,
+    ) -> None:
+        assert source.path != readers.STDIN
+        one_subaccount = source.subaccount_column is None
+        self._streamer = ingest.Streamer(
+            ledger,
+            source,
+            Feed(lanes_hint=1 if one_subaccount else MAX_ACTIVE_LANES),
+            self.progress,
+            reading=reading,
+            hasher=ingest.InputHasher(source.path),
+            known_subaccounts=known or (),
+            last_row=last_row,
+            now=_now,
+            max_rows=self.settings.max_rows,
+        )
+        self.progress.read = reading.input_rows
+        self.progress.reading = True
+
+    def _ask_before_reading(
+        self, source: readers.InputSource, count: ingest.RowCount | None
+    ) -> None:
+        """On a terminal, say what is about to be cancelled, counted cheaply, and ask; nothing is
+        read into a ledger, let alone sent, before the yes."""
+        assert self._confirm is not None
+        s = self.settings
+        plan: dict[str, Any] = {
+            "rows": None if count is None else count.rows,
+            "rows_exact": count is not None and count.exact,
+            "rows_counted_from": None if count is None else count.how,
+            "subaccount": s.subaccount,
+            "subaccount_column": source.subaccount_column,
+            "base_url": s.base_url,
+        }
+        with _handling_signals(_interrupt_at_prompt):
+            confirmed = self._confirm(plan)
+        if not confirmed:
+            raise UsageError("not confirmed: nothing was sent")
+
+    async def _read(self, pipeline: Pipeline) -> None:
+        """The reading task beside the pipeline: a bad row stops the sending too."""
+        assert self._streamer is not None
+        try:
+            await self._streamer.run(sending_stopped=lambda: pipeline.stopping)
+        except BulkCancelError as exc:
+            self._read_error = exc
+            log.error("ingest.failed", problem=str(exc))
+            pipeline.stop(StopReason.INPUT, str(exc))
+
+    def _nothing_sent_yet(self, ledger: Ledger) -> None:
+        """A fresh run stopped by a signal or a bad row before its first request: as when it
+        read everything first, nothing was sent and no ledger is kept."""
+        if self.settings.resume or self.progress.requests or self._drain_cut:
+            return
+        if self._read_error is None and self._signal is None:
+            return
+        error: BulkCancelError = self._read_error or Interrupted(
+            "interrupted while reading the input; nothing was sent and no ledger was kept: "
+            "run the same command again",
+            sigterm=self._signal == signal.SIGTERM,
+        )
+        raise _NothingSent(error)
+
+    def _note_reading(self, summary: dict[str, Any]) -> None:
+        """Say in the summary whether the whole input was read; if not, the run is not done."""
+        assert self._streamer is not None
+        complete = self._streamer.reading.complete
+        summary["ingest_complete"] = complete
+        if complete:
+            return
+        if self._read_error is not None:
+            summary["exit_code"] = int(self._read_error.exit_code)
+        elif summary["exit_code"] == ExitCode.OK:
+            summary["exit_code"] = int(ExitCode.INCOMPLETE)
+        summary.setdefault("resume_command", resume_command(self.settings))
+        # --retry-failed needs the whole input read: the resume command is the one that helps.
+        summary.pop("retry_failed_command", None)
+
+    def _read_error_message(self) -> str | None:
+        if self._read_error is None:
+            return None
+        return (
+            f"{self._read_error}. The rows before it were sent and are in the results; fix the "
+            "file and run it again with another --output (rows already cancelled then answer "
+            "not_found)"
+        )
+
     # ------------------------------------------------------------------ dry run
 
     def plan(self) -> dict[str, Any]:
@@ -441,15 +646,34 @@ class Runner:
 
     async def run(self) -> RunResult:
         """Prepare, send and write results; never raises for one row's failure."""
+        try:
+            return await self._run()
+        except _NothingSent as stop:
+            _remove_ledger(ledger_path(self.settings.output))
+            raise stop.error from None
+
+    async def _run(self) -> RunResult:
         s = self.settings
         started_wall = _now()
         started = time.monotonic()
         with self._signals_while_reading():
-            ledger = self._prepare()
-        self._ask(ledger)
+            ledger = (self._prepare_streaming() if self._streams() else None) or self._prepare()
+        if self._streamer is None:
+            self._ask(ledger)
+        elif self._signal is not None:  # while opening: nothing was read or sent yet
+            self._streamer.abandon()
+            if s.resume:  # the earlier run's ledger stays, as it was
+                ledger.close()
+                raise Interrupted(
+                    "interrupted before sending anything; the ledger is kept: run the same "
+                    "command again",
+                    sigterm=self._signal == signal.SIGTERM,
+                )
+            _discard(ledger)
+            self._check_interrupt()
         report = RunReport()
         try:
-            if not self._created and not ledger.lanes():
+            if not self._created and self._streamer is None and not ledger.lanes():
                 # A resume or retry with nothing to send is not a run: say so, and keep the
                 # ledger's account of its attempts as it is (results are rebuilt all the same,
                 # for a run that was killed after its last answer).
@@ -476,6 +700,8 @@ class Runner:
             )
             self.sending.set()
             report = await self._send(ledger)
+            if self._streamer is not None:
+                self._nothing_sent_yet(ledger)
             meta = ledger.meta()
             requests = int(meta.get("requests", 0)) + self.progress.requests
             retries = int(meta.get("retries", 0)) + self.progress.retries
@@ -492,6 +718,8 @@ class Runner:
             )
             ledger.commit()
             summary = self._summary(ledger, report, started_wall)
+            if self._streamer is not None:
+                self._note_reading(summary)
             self._write_outputs(ledger, summary)
         finally:
             ledger.close()
@@ -499,7 +727,7 @@ class Runner:
             exit_code=ExitCode(summary["exit_code"]),
             summary=summary,
             summary_path=writers.summary_path(s.output),
-            message=self._closing_message(report),
+            message=self._read_error_message() or self._closing_message(report),
         )
 
     async def _send(self, ledger: Ledger) -> RunReport:
@@ -512,9 +740,10 @@ class Runner:
             failure_threshold=s.failure_threshold,
             failure_window=s.failure_window,
         )
+        feed = None if self._streamer is None else self._streamer.feed
         if self._canceller is not None:
             self.pipeline = Pipeline(
-                ledger, self._canceller, pipeline_settings, progress=self.progress
+                ledger, self._canceller, pipeline_settings, progress=self.progress, feed=feed
             )
             return await self._run_with_signals(self.pipeline)
         client_settings = ClientSettings(
@@ -525,7 +754,9 @@ class Runner:
             ca_bundle=s.ca_bundle,
         )
         async with CancelClient(client_settings, self._api_key) as client:
-            self.pipeline = Pipeline(ledger, client, pipeline_settings, progress=self.progress)
+            self.pipeline = Pipeline(
+                ledger, client, pipeline_settings, progress=self.progress, feed=feed
+            )
             return await self._run_with_signals(self.pipeline)
 
     async def _run_with_signals(self, pipeline: Pipeline) -> RunReport:
@@ -545,6 +776,7 @@ class Runner:
         self, loop: asyncio.AbstractEventLoop, pipeline: Pipeline
     ) -> RunReport:
         task = asyncio.ensure_future(pipeline.run())
+        reading = None if self._streamer is None else asyncio.ensure_future(self._read(pipeline))
 
         def on_signal(signum: int) -> None:
             if self._signal is not None:
@@ -554,8 +786,14 @@ class Runner:
                 os._exit(128 + signum)
             self._signal = signum
             log.warning("run.interrupted", signal=signal.Signals(signum).name)
+            if self._streamer is not None:
+                self._streamer.stop()
             pipeline.stop(StopReason.INTERRUPTED, signal.Signals(signum).name)
-            loop.call_later(pipeline._settings.drain_timeout_s, task.cancel)
+            loop.call_later(pipeline._settings.drain_timeout_s, cut)
+
+        def cut() -> None:
+            self._drain_cut = not task.done()
+            task.cancel()
 
         installed = []
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -570,6 +808,14 @@ class Runner:
             # The drain timeout passed: requests still in flight stay SENT (reported unconfirmed).
             return pipeline.report
         finally:
+            if reading is not None:
+                # A stop other than a signal (a rejected key, the threshold) lets the reading
+                # finish, so the results hold every row; a signal or a failure stops it too.
+                assert self._streamer is not None
+                ended_well = task.done() and not task.cancelled() and task.exception() is None
+                if self._signal is not None or not ended_well:
+                    self._streamer.stop()
+                await reading
             for signum in installed:
                 loop.remove_signal_handler(signum)
 
@@ -698,6 +944,16 @@ class Runner:
         return None
 
 
+def _input_meta(source: readers.InputSource) -> dict[str, Any]:
+    """What the results need to give the input's own columns back as they came."""
+    return {
+        "extra_columns": list(source.extra_columns),
+        "extra_types": list(source.extra_types),
+        "input_delimiter": source.delimiter,
+        "input_utf8_bom": source.utf8_bom,
+    }
+
+
 @contextmanager
 def _handling_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
     """SIGINT and SIGTERM go to *handler* for the block, then back to whoever had them."""
@@ -715,6 +971,26 @@ def _handling_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
 def _discard(ledger: Ledger) -> None:
     """Close and delete a ledger through which nothing was sent."""
     ledger.close()
+    _remove_ledger(ledger.path)
+
+
+def _remove_ledger(path: Path) -> None:
     for suffix in ("", "-wal", "-shm", ".lock"):
         with suppress(FileNotFoundError):
-            Path(str(ledger.path) + suffix).unlink()
+            Path(str(path) + suffix).unlink()
+
+
+class _NothingSent(Exception):
+    """A run ended before its first request: its ledger goes, *error* is raised."""
+
+    def __init__(self, error: BulkCancelError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _interrupt_at_prompt(signum: int, frame: object) -> None:
+    # The prompt blocks in input(): only an exception raised here ends the wait.
+    raise Interrupted(
+        "interrupted at the confirmation; nothing was sent and no ledger was kept",
+        sigterm=signum == signal.SIGTERM,
+    )

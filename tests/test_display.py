@@ -12,7 +12,14 @@ import pytest
 import structlog
 
 from bulk_cancel import logs
-from bulk_cancel.display import live_progress, load_summary, progress_fields, summary_table
+from bulk_cancel.display import (
+    confirmation_question,
+    live_progress,
+    load_summary,
+    progress_fields,
+    read_text,
+    summary_table,
+)
 from bulk_cancel.errors import UsageError
 from bulk_cancel.pipeline import Progress
 
@@ -118,6 +125,10 @@ def test_summary_table_shows_outcomes_shares_and_next_steps() -> None:
     assert "out/results.csv" in text
     assert f"to finish or retry: {SUMMARY['resume_command']}" in text
     assert f"to re-send only the failures: {SUMMARY['retry_failed_command']}" in text
+    assert "not read to the end" not in text
+    unread = io.StringIO()
+    summary_table({**SUMMARY, "ingest_complete": False}, unread)
+    assert "the input was not read to the end (105 rows read)" in unread.getvalue()
 
 
 def test_report_loads_a_summary_from_results_or_ledger_paths(tmp_path: Path) -> None:
@@ -127,3 +138,45 @@ def test_report_loads_a_summary_from_results_or_ledger_paths(tmp_path: Path) -> 
     assert load_summary(tmp_path / "results.summary.json")["unique"] == 100
     with pytest.raises(UsageError, match="no summary found"):
         load_summary(tmp_path / "other.csv")
+
+
+async def test_progress_shows_rows_read_and_answered_while_reading() -> None:
+    """While the input is read, events carry read, its estimated total and answered; the bar
+    says "read N of about M" beside answered of those read; no ETA while the total grows."""
+    stream = io.StringIO()
+    logs.configure(stream=stream, json=True)
+    p = Progress(total=500, done=120, read=900, read_total=10_000, reading=True)
+    async with live_progress(p, tty=False, every_s=0.05):
+        await asyncio.sleep(0.12)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    last = [e for e in events if e["event"] == "run.progress"][-1]
+    assert (last["read"], last["read_total"], last["reading"]) == (900, 10_000, True)
+    assert (last["done"], last["total"], last["eta_s"]) == (120, 500, None)
+    structlog.reset_defaults()
+    bar = io.StringIO()
+    async with live_progress(p, tty=True, stream=bar, width=160):
+        await asyncio.sleep(0.05)
+    assert "read 900 of about 10,000" in bar.getvalue() and "120/500" in bar.getvalue()
+    p.reading, p.read, p.read_total_exact = False, 10_000, True
+    assert read_text(p) == "read 10,000 (all)"
+
+
+def test_the_question_says_whether_the_count_is_exact() -> None:
+    """The terminal's question gives an exact count as such and an estimate as "about"."""
+    plan = {
+        "rows": 2_000_000,
+        "rows_exact": True,
+        "rows_counted_from": "Parquet metadata",
+        "subaccount": "acme",
+        "subaccount_column": None,
+        "base_url": "https://sms.8x8.com",
+    }
+    exact = confirmation_question(plan)
+    assert exact.startswith("Cancel the scheduled messages of 2,000,000 rows (Parquet metadata)")
+    assert exact.endswith("in subaccount acme via https://sms.8x8.com? [y/N] ")
+    about = confirmation_question(
+        {**plan, "rows_exact": False, "rows_counted_from": "lines in the file"}
+    )
+    assert "about 2,000,000 rows (an estimate from lines in the file)" in about
+    by_column = confirmation_question({**plan, "subaccount": None, "subaccount_column": "sub"})
+    assert "in the subaccounts of column 'sub'" in by_column

@@ -312,9 +312,10 @@ def test_second_ctrl_c_exits_at_once_and_the_ledger_stays_consistent(tmp_path: P
 
 
 def test_ctrl_c_while_reading_stops_without_sending(tmp_path: Path) -> None:
-    """A signal during the input phase stops at the next chunk: exit 130, nothing sent, no ledger left."""
+    """A signal before the first request (only invalid rows read so far): exit 130, nothing sent, no ledger left."""
     src = tmp_path / "in.csv"
-    src.write_text("umid\n" + "\n".join(umids(400_000, seed=19)) + "\n")
+    junk = [f"not-a-umid-{i}" for i in range(300_000)]  # read for seconds, never sent
+    src.write_text("umid\n" + "\n".join(junk + umids(1000, seed=19)) + "\n")
     out = tmp_path / "results.csv"
     ledger = tmp_path / "results.ledger.sqlite"
     with simulator() as sim:
@@ -460,3 +461,140 @@ def test_the_printed_commands_keep_the_traffic_settings_from_every_layer(tmp_pat
     used = read_summary(out)["settings"]
     assert (used["rate_per_s"], used["concurrency"], used["timeout_s"]) == (150, 4, 7.5)
     assert used["retry"]["max_attempts"] == 2
+
+
+# ------------------------------------------------------------------ reading while sending
+
+
+def campaign_csv(path: Path, rows: int, unique: int, *, seed: int) -> tuple[Path, list[str]]:
+    """*rows* rows holding *unique* umids spread over the file, the rest duplicates of earlier
+    ones, and an invalid id every 5,000 rows: reading takes seconds, sending little."""
+    ids = umids(unique, seed=seed)
+    rng = random.Random(seed)
+    every = rows // unique
+    lines = []
+    for i in range(rows):
+        if i % every == 0 and i // every < unique:
+            lines.append(ids[i // every])
+        elif i % 5000 == 4999:
+            lines.append(f"junk-{i}")
+        else:
+            lines.append(ids[rng.randrange(min(unique, i // every + 1))])
+    path.write_text("umid,campaign\n" + "".join(f"{u},spring\n" for u in lines))
+    return path, ids
+
+
+def ingest_complete(out: Path) -> bool:
+    """Whether the run's ledger says its whole input was read (read-only, beside a live run)."""
+    import sqlite3
+
+    ledger = out.with_name(out.stem + ".ledger.sqlite")
+    conn = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'ingest_complete'").fetchone()
+    finally:
+        conn.close()
+    return row is not None and row[0] == "true"
+
+
+def test_kill_9_while_reading_and_sending_then_resume_accounts_for_every_row_once(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL while the input is still being read and rows are being sent; --resume reads on:
+    every unique umid ends with one row, no duplicate counted twice, none sent twice beyond those in flight."""
+    src, ids = campaign_csv(tmp_path / "in.csv", 150_000, 1500, seed=31)
+    out = tmp_path / "results.csv"
+    kills = 0
+    with simulator("--latency-ms", "5") as sim:
+        for attempt in range(2):
+            proc = start_run(src, out, sim, "--rate", "300", *(["--resume"] if attempt else []))
+            wait_for_requests(sim, sim.state()["requests"] + 50)
+            assert not ingest_complete(out)  # sending before the reading has ended
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+            finish(proc)
+        proc = start_run(src, out, sim, "--rate", "2000", "--resume")
+        code, err = finish(proc, timeout_s=180)
+        state = sim.state(ids=True)
+    assert code == 0, err
+    rows = read_results(out)
+    valid = [r for r in rows if r["outcome"] != "invalid_umid"]
+    assert sorted(r["umid"] for r in valid) == sorted(ids)
+    assert {r["outcome"] for r in valid} <= {"cancelled", "unconfirmed"}
+    assert len(rows) - len(valid) == 150_000 // 5000  # each invalid row once, never sent
+    summary = read_summary(out)
+    assert summary["input_rows"] == 150_000
+    assert summary["duplicates"] == 150_000 - len(rows)
+    assert summary["ingest_complete"] is True
+    sent_twice = sum(1 for n in state["requests_per_id"].values() if n > 1)
+    assert sent_twice <= kills * (256 + 300 // 20)  # at most those in flight at each kill
+    assert state["requests"] - sent_twice == len(ids)
+
+
+def test_ctrl_c_while_reading_and_sending_prints_the_resume_command(tmp_path: Path) -> None:
+    """Ctrl-C while reading and sending: 130, results for the rows read, ingest_complete false;
+    the printed resume command reads the rest and sends each umid once."""
+    src, ids = campaign_csv(tmp_path / "in.csv", 150_000, 1500, seed=32)
+    out = tmp_path / "results.csv"
+    with simulator() as sim:
+        proc = start_run(src, out, sim, "--rate", "300")
+        wait_for_requests(sim, 50)
+        assert not ingest_complete(out)
+        proc.send_signal(signal.SIGINT)
+        code, err = finish(proc)
+        assert code == 130, err
+        summary = read_summary(out)
+        assert summary["ingest_complete"] is False and summary["exit_code"] == 130
+        assert 0 < summary["input_rows"] < 150_000
+        assert len(read_results(out)) == summary["unique"] < 1500 + 30
+        command = summary["resume_command"]
+        assert "--resume" in command and command in err
+        ran = run_printed(command)
+        state = sim.state(ids=True)
+    assert ran.code == 0, ran.stderr
+    assert set(state["requests_per_id"].values()) == {1}  # no duplicate sent twice, ever
+    assert sorted(key.rsplit("/", 1)[-1] for key in state["requests_per_id"]) == sorted(ids)
+    summary = read_summary(out)
+    assert summary["ingest_complete"] is True and summary["input_rows"] == 150_000
+
+
+def test_resume_mid_read_refuses_a_changed_file(tmp_path: Path) -> None:
+    """A run stopped mid-read is resumed only with the same file: another one is refused, exit 2."""
+    src, _ = campaign_csv(tmp_path / "in.csv", 150_000, 1500, seed=33)
+    out = tmp_path / "results.csv"
+    with simulator() as sim:
+        proc = start_run(src, out, sim, "--rate", "300")
+        wait_for_requests(sim, 20)
+        assert not ingest_complete(out)
+        proc.send_signal(signal.SIGINT)
+        assert finish(proc)[0] == 130
+        before = sim.state()["requests"]
+        campaign_csv(src, 150_000, 1500, seed=34)
+        changed = bulk_cancel(
+            "run", "--input", src, "--subaccount", SUB, "--output", out,
+            "--base-url", sim.url, "--resume",
+        )  # fmt: skip
+        assert sim.state()["requests"] == before
+    assert changed.code == 2 and "checksum" in changed.stderr, changed.stderr
+
+
+def test_a_bad_row_found_while_sending_stops_both_with_exit_2(tmp_path: Path) -> None:
+    """A row that cannot be read, found after requests left: reading and sending stop, results
+    hold the rows read, the one-line error names the line, exit 2 (nothing read is lost)."""
+    src, _ = campaign_csv(tmp_path / "in.csv", 150_000, 1500, seed=35)
+    with src.open("ab") as f:
+        f.write(b"\xff\xfe not text,x\n")
+    out = tmp_path / "results.csv"
+    with simulator() as sim:
+        proc = start_run(src, out, sim, "--rate", "300")
+        code, err = finish(proc, timeout_s=180)
+        sent = sim.state()["requests"]
+    assert code == 2, err
+    assert sent > 0
+    assert "line 150002" in err and "The rows before it were sent" in err
+    assert "Traceback" not in err
+    summary = read_summary(out)
+    assert summary["ingest_complete"] is False and summary["exit_code"] == 2
+    rows = read_results(out)
+    assert len(rows) == summary["unique"] and sum(summary["counts"].values()) == len(rows)
+    assert summary["counts"]["cancelled"] == sent

@@ -452,7 +452,9 @@ def test_on_a_terminal_yes_at_the_prompt_cancels(tmp_path: Path) -> None:
         ran = on_terminal(*run_args(src, out, sim.url), answer="y")
         assert sim.state()["requests"] == 20
     assert ran.code == 0, ran.stdout
-    assert "Cancel 20 scheduled messages in subaccount(s) acme_hq (20)" in ran.stdout
+    assert "Cancel the scheduled messages of 20 rows (lines in the file) in subaccount acme_hq" in (
+        ran.stdout
+    )
     assert "cancelling" in ran.stdout and "bulk-cancel summary" in ran.stdout
 
 

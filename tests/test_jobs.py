@@ -239,7 +239,7 @@ async def test_a_no_at_the_prompt_puts_the_file_back(tmp_path: Path) -> None:
         with pytest.raises(UsageError, match="not confirmed"):
             await run_job(nightly(tmp_path, sim.url), Runs(confirm=no))
         assert sim.state.requests == 0
-    assert asked[0]["to_send"] == 5
+    assert (asked[0]["rows"], asked[0]["rows_exact"]) == (5, True)  # counted before reading
     assert names(tmp_path / "incoming") == ["e.csv"] and names(tmp_path / "processing") == []
 
 

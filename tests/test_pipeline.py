@@ -10,7 +10,7 @@ from conftest import ScriptedCanceller, make_ledger, umids
 
 from bulk_cancel.client import Exchange, Ready
 from bulk_cancel.ledger import Ledger
-from bulk_cancel.model import Target
+from bulk_cancel.model import Kind, Target
 from bulk_cancel.pipeline import Pipeline, PipelineSettings, StopReason
 from bulk_cancel.policy import RateGate, RetryPolicy
 
@@ -261,4 +261,88 @@ async def test_workers_start_staggered_but_a_short_lane_never_waits_for_them(
     await run(ledger, fake, rate_per_s=10, concurrency=64)
     assert ledger.counts() == {"cancelled": 3}
     assert loop.time() - started < 2.0
+    ledger.close()
+
+
+async def test_rows_fed_while_sending_are_all_sent_and_the_run_waits_for_the_close(
+    ledger_path: Path,
+) -> None:
+    """With a feed, requests leave before the last rows are added, and lanes end only at close."""
+    from bulk_cancel.pipeline import Feed
+
+    ids = umids(300)
+    ledger = Ledger.create(ledger_path, {"settings": {}})
+    ledger.build_work_index()
+    feed = Feed(lanes_hint=2)
+    fake = ScriptedCanceller(lambda t, n: OK)
+    pipeline = Pipeline(ledger, fake, settings(), feed=feed)
+    task = asyncio.create_task(pipeline.run())
+    sent_before_last_slice = 0
+    for start in range(0, 300, 50):
+        sub = "sub_a" if start < 150 else "sub_b"  # a second subaccount appears mid-way
+        rows = ids[start : start + 50]
+        ledger.add((sub, u, Kind.MESSAGE, start + i + 2, None, None) for i, u in enumerate(rows))
+        ledger.commit()
+        feed.publish([sub] if start in (0, 150) else [])
+        if start == 250:
+            sent_before_last_slice = len(fake.calls)
+        for _ in range(20):
+            await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+    assert not task.done()  # the feed is still open: lanes wait for more rows
+    feed.close()
+    await asyncio.wait_for(task, 10)
+    assert 0 < sent_before_last_slice < 300
+    assert sorted(t.id for t in fake.calls) == sorted(ids)  # each exactly once
+    assert {t.subaccount for t in fake.calls} == {"sub_a", "sub_b"}
+    assert ledger.counts() == {"cancelled": 300}
+    ledger.close()
+
+
+async def test_a_stop_wakes_lanes_waiting_for_rows(ledger_path: Path) -> None:
+    """A stop while lanes wait on an open feed ends the run without waiting for the close."""
+    from bulk_cancel.pipeline import Feed
+
+    ledger = Ledger.create(ledger_path, {"settings": {}})
+    ledger.build_work_index()
+    feed = Feed(lanes_hint=1)
+    fake = ScriptedCanceller(lambda t, n: OK)
+    pipeline = Pipeline(ledger, fake, settings(), feed=feed)
+    task = asyncio.create_task(pipeline.run())
+    ledger.add(("sub_a", u, Kind.MESSAGE, i + 2, None, None) for i, u in enumerate(umids(10)))
+    ledger.commit()
+    feed.publish(["sub_a"])
+    for _ in range(50):
+        await asyncio.sleep(0)
+    pipeline.stop(StopReason.INTERRUPTED, "SIGINT")
+    report = await asyncio.wait_for(task, 10)
+    assert report.stop_reason == StopReason.INTERRUPTED
+    assert len(fake.calls) == 10 and not feed.done
+    ledger.close()
+
+
+async def test_parked_workers_wake_for_rows_fed_one_at_a_time(ledger_path: Path) -> None:
+    """Hundreds of workers (automatic concurrency), rows arriving a few per slice: every row is
+    sent once and the run ends at the feed's close, with no worker left parked."""
+    from bulk_cancel.pipeline import Feed
+
+    ids = umids(90)
+    ledger = Ledger.create(ledger_path, {"settings": {}})
+    ledger.build_work_index()
+    feed = Feed(lanes_hint=1)
+    fake = ScriptedCanceller(lambda t, n: OK)
+    pipeline = Pipeline(ledger, fake, settings(rate_per_s=2000, concurrency=None), feed=feed)
+    task = asyncio.create_task(pipeline.run())
+    for start in range(0, 90, 3):
+        rows = ids[start : start + 3]
+        ledger.add(
+            ("sub_a", u, Kind.MESSAGE, start + i + 2, None, None) for i, u in enumerate(rows)
+        )
+        ledger.commit()
+        feed.publish(["sub_a"] if start == 0 else [])
+        await asyncio.sleep(0.005)
+    feed.close()
+    await asyncio.wait_for(task, 20)
+    assert sorted(t.id for t in fake.calls) == sorted(ids)
+    assert ledger.counts() == {"cancelled": 90}
     ledger.close()
