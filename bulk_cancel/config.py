@@ -132,6 +132,8 @@ class Setting:
     in_files: bool = True
     """False: it describes one invocation (``--resume``), so files may not set it."""
     in_env: bool = True
+    optional_value: str | None = None
+    """A boolean flag that may also be given this one word (``--resume=auto``)."""
 
     @property
     def flag(self) -> str:
@@ -165,7 +167,9 @@ class Setting:
         """A value from a TOML file (or parsed text), checked; ValueError says what is wrong."""
         kind = self.kind
         if kind is Kind.BOOL:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (
+                self.optional_value is not None and value == self.optional_value
+            ):
                 return value
             raise ValueError("must be true or false")
         if kind is Kind.COUNT:
@@ -190,6 +194,10 @@ class Setting:
             raise ValueError(f"must be one of {', '.join(self.choices)}")
         if kind is Kind.OUTPUT:
             _check_template(value)
+        if self.name == "shard":
+            from .shard import parse_shard
+
+            return str(parse_shard(value))
         if self.name == "subaccount" and not valid_subaccount(value):
             raise ValueError(
                 "is not a subaccount id: 3-50 characters of letters, digits and - . _ &"
@@ -224,6 +232,7 @@ _API: Final = "API"
 _SAFETY: Final = "safety and resuming"
 _OUTPUT: Final = "output"
 _JOB: Final = "jobs and drop folders"
+_SCALE: Final = "scaling out"
 
 #: The registry: every setting of ``bulk-cancel run``, in the order help shows them.
 SETTINGS: Final[tuple[Setting, ...]] = (
@@ -384,7 +393,10 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         default=False,
         in_files=False,
         in_env=False,
-        help="finish an interrupted run: same input and output; rows already answered are skipped",
+        optional_value="auto",
+        help="finish an interrupted run: same input and output; rows already answered are "
+        "skipped. --resume=auto resumes if the output's ledger exists, else starts afresh "
+        "(one command line for a pod that may be restarted)",
     ),
     Setting(
         name="retry_failed",
@@ -471,6 +483,16 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         default=30.0,
         metavar="S",
         help="a dropped file is taken only once unchanged this many seconds (still being copied?)",
+    ),
+    Setting(
+        name="shard",
+        kind=Kind.TEXT,
+        group=_SCALE,
+        metavar="K/N",
+        shown_default="the whole input",
+        help="take only shard K of N (0 <= K < N) of the input, by a stable hash of "
+        "(subaccount, umid), pacing each subaccount at rate/N; one process per shard, e.g. "
+        "a Kubernetes Indexed Job with --shard $(JOB_COMPLETION_INDEX)/N",
     ),
 )
 
@@ -679,9 +701,12 @@ def has_placeholders(template: Path) -> bool:
 
 
 def to_run_settings(
-    resolved: ResolvedSettings, *, input: str | None, output: Path | None, resume: bool
+    resolved: ResolvedSettings, *, input: str | None, output: Path | None, resume: bool | str
 ) -> RunSettings:
-    """The frozen :class:`RunSettings` of one run: *input* and a rendered *output* per file."""
+    """The frozen :class:`RunSettings` of one run: *input* and a rendered *output* per file.
+
+    *resume* ``"auto"`` resumes when the output's ledger exists and starts afresh otherwise.
+    """
     from .policy import RetryPolicy
     from .settings import RunSettings, check_base_url
     from .writers import output_format
@@ -698,6 +723,20 @@ def to_run_settings(
             "--output PATH is required: where the results go (.csv, .parquet or .xlsx)"
         )
     output_format(output)
+    if resume == "auto":
+        from .ledger import ledger_path
+
+        resume = ledger_path(output).exists()
+    shard = None
+    if v["shard"] is not None:
+        from .shard import parse_shard
+
+        shard = parse_shard(v["shard"])
+        if v["archive_dir"] is not None:
+            raise ConfigError(
+                "shard and archive_dir do not mix: a drop folder hands each file to one run; "
+                "give the shards one input file (or a glob without archive_dir)"
+            )
     try:
         base_url = check_base_url(v["base_url"], allow_insecure_http=v["allow_insecure_http"])
     except ConfigError as exc:
@@ -722,7 +761,7 @@ def to_run_settings(
         failure_threshold=v["failure_threshold"],
         failure_window=v["failure_window"],
         max_rows=v["max_rows"],
-        resume=resume,
+        resume=bool(resume),
         retry_failed=v["retry_failed"],
         dry_run=v["dry_run"],
         split=v["split"],
@@ -731,6 +770,7 @@ def to_run_settings(
         allow_insecure_http=v["allow_insecure_http"],
         job_file=resolved.job_file,
         archive_dir=v["archive_dir"],
+        shard=shard,
     )
 
 

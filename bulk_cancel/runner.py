@@ -119,6 +119,7 @@ def _what_is_sent(settings: RunSettings) -> list[str]:
         ("--encoding", s.encoding),
         ("--batch-id", s.batch_id),
         ("--base-url", None if s.base_url == DEFAULT_BASE_URL else s.base_url),
+        ("--shard", None if s.shard is None else str(s.shard)),
     ):
         if value is not None:
             parts += [flag, value]
@@ -176,6 +177,7 @@ class Runner:
             "sheet": s.sheet,
             "batch_id": s.batch_id,
             "base_url": s.base_url,
+            "shard": None if s.shard is None else str(s.shard),
         }
 
     def _ingest(self, ledger: Ledger, source: readers.InputSource | None) -> _Ingest:
@@ -190,21 +192,28 @@ class Runner:
                 local = Result(
                     outcome=Outcome.INVALID_UMID, error_message="not a UUID (local check)"
                 )
-            ledger.add(
-                [(s.subaccount, batch_id or clean(s.batch_id)[:200], Kind.BATCH, 0, None, local)]
-            )
+            target = batch_id or clean(s.batch_id)[:200]
+            if s.shard is None or s.shard.owns(s.subaccount, target):
+                ledger.add([(s.subaccount, target, Kind.BATCH, 0, None, local)])
+            else:
+                stats.input_rows = 0
         else:
             stats.extra_columns = list(source.extra_columns)
             ledger.set_meta({"extra_columns": stats.extra_columns})
             now = _now()
+            shard = s.shard
+            read = 0
             for chunk in source:
                 self._check_interrupt()
-                stats.input_rows += len(chunk)
-                if s.max_rows is not None and stats.input_rows > s.max_rows:
+                read += len(chunk)
+                if s.max_rows is not None and read > s.max_rows:
                     raise InputError(
                         f"{s.input}: more than max_rows={s.max_rows} rows; raise --max-rows "
                         "if this many cancels is intended"
                     )
+                if shard is not None:
+                    chunk = [row for row in chunk if shard.owns(row.subaccount, row.target_id)]
+                stats.input_rows += len(chunk)
                 stats.duplicates += ledger.add(
                     (
                         row.subaccount,
@@ -218,7 +227,8 @@ class Runner:
                     )
                     for row in chunk
                 )
-            stats.blank_rows = source.blank_rows
+            # Blank rows belong to no row's shard: the first shard counts them, once.
+            stats.blank_rows = source.blank_rows if shard is None or shard.index == 0 else 0
         ledger.set_meta(
             {
                 "ingest_complete": True,
@@ -394,7 +404,7 @@ class Runner:
             finally:
                 ledger.close()
         to_send = sum(n for _, n in lanes)
-        rate = self.settings.rate_per_s
+        rate = self.settings.lane_rate_per_s
         return {
             "input_rows": stats.input_rows,
             "unique": sum(counts.values()),
@@ -407,6 +417,7 @@ class Runner:
             "rate_per_s": rate,
             "expected_duration_s": round(max((n for _, n in lanes), default=0) / rate, 1),
             "base_url": self.settings.base_url,
+            **({} if self.settings.shard is None else {"shard": str(self.settings.shard)}),
         }
 
     # ------------------------------------------------------------------ the run
@@ -424,7 +435,11 @@ class Runner:
             ledger.set_meta({"last_run_started_at": started_wall})
             ledger.commit()
             log.info(
-                "run.started", base_url=s.base_url, rate_per_s=s.rate_per_s, ledger=str(ledger.path)
+                "run.started",
+                base_url=s.base_url,
+                rate_per_s=s.lane_rate_per_s,
+                ledger=str(ledger.path),
+                **({} if s.shard is None else {"shard": str(s.shard)}),
             )
             self.sending.set()
             report = await self._send(ledger)
@@ -447,7 +462,7 @@ class Runner:
     async def _send(self, ledger: Ledger) -> RunReport:
         s = self.settings
         pipeline_settings = PipelineSettings(
-            rate_per_s=s.rate_per_s,
+            rate_per_s=s.lane_rate_per_s,
             ip_rate_per_s=s.ip_rate_per_s,
             concurrency=s.concurrency,
             retry=s.retry,
@@ -560,6 +575,8 @@ class Runner:
             "rejected_subaccounts": report.rejected_subaccounts,
             "results": str(s.output),
             "ledger": str(ledger.path),
+            "input_checksum": meta.get("input_checksum"),
+            "shard": None if s.shard is None else str(s.shard),
             "settings": s.public(),
         }
         if exit_code != ExitCode.OK:

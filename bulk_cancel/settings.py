@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .policy import DOCUMENTED_IP_RATE_PER_S, DOCUMENTED_RATE_PER_S, RetryPolicy
+from .shard import Shard
 
 #: Environment variable holding the API key; the key is never a flag or a file setting.
 API_KEY_ENV: Final = "EIGHTX8_API_KEY"
@@ -71,11 +72,19 @@ class RunSettings:
     """The job file this run came from, if any: the resume and retry commands name it."""
     archive_dir: Path | None = None
     """Set when this run is one file of a drop folder (the job's ``archive_dir``)."""
+    shard: Shard | None = None
+    """Only this shard's rows (``--shard K/N``); each subaccount is paced at rate / N."""
 
     def public(self) -> dict[str, Any]:
         """The settings as plain values for the summary and ``config show`` (there is no key here)."""
         values = asdict(self)
+        values["shard"] = None if self.shard is None else str(self.shard)
         return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+    @property
+    def lane_rate_per_s(self) -> float:
+        """Each subaccount's pace in this process: N shards share the subaccount's limit."""
+        return self.rate_per_s / (self.shard.count if self.shard is not None else 1)
 
     def warnings(self) -> list[str]:
         """Settings that are allowed but worth a word."""
