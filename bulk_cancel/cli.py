@@ -179,6 +179,35 @@ def build_parser() -> _Parser:
     )
     report.set_defaults(handler=_cmd_report, usage_parser=report)
 
+    merge = sub.add_parser(
+        "merge",
+        help="merge the results of a run's shards into one",
+        description="Merge the results of the N shards of one input (run --shard K/N) into one "
+        "results file and one summary: every row once, in input order, counts summed, the exit "
+        "code the worst of the shards'. Each shard's .ledger.sqlite and .summary.json must be "
+        "beside its results file.",
+        epilog="example:\n  bulk-cancel merge --output all.csv r0.csv r1.csv r2.csv r3.csv",
+        formatter_class=_Formatter,
+    )
+    merge.add_argument(
+        "results",
+        metavar="SHARD_RESULTS",
+        nargs="+",
+        type=Path,
+        help="each shard's results file",
+    )
+    merge.add_argument(
+        "--output",
+        metavar="PATH",
+        type=Path,
+        required=True,
+        help="the merged results (.csv .parquet .xlsx); the summary goes beside it",
+    )
+    merge.add_argument(
+        "--format", choices=("table", "json"), default="table", help="how to print the summary"
+    )
+    merge.set_defaults(handler=_cmd_merge)
+
     simulate = sub.add_parser(
         "simulate",
         help="serve a local stand-in of 8x8's cancel API",
@@ -249,7 +278,11 @@ def _add_flag(group: Any, setting: Any, *, layered: bool) -> None:
         shown = setting.default_text()
         if shown is not None:
             kwargs["help"] += f" (default: {shown})"
-    if setting.kind is Kind.BOOL:
+    if setting.kind is Kind.BOOL and setting.optional_value is not None:
+        # --resume alone, or --resume=auto: one more word, and nothing else.
+        kwargs.update(nargs="?", const=True, metavar=setting.optional_value.upper())
+        kwargs["type"] = _one_word(setting.optional_value)
+    elif setting.kind is Kind.BOOL:
         # A bool a file can set true needs a way back: --split / --no-split.
         kwargs["action"] = argparse.BooleanOptionalAction if setting.in_files else "store_true"
     elif setting.choices:
@@ -258,6 +291,16 @@ def _add_flag(group: Any, setting: Any, *, layered: bool) -> None:
         kwargs["metavar"] = setting.metavar
         kwargs["type"] = _flag_type(setting)
     group.add_argument(setting.flag, **kwargs)
+
+
+def _one_word(word: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text != word:
+            raise argparse.ArgumentTypeError(f"{text!r}: give the flag alone, or ={word}")
+        return word
+
+    parse.__name__ = word
+    return parse
 
 
 def _flag_type(setting: Any) -> Callable[[str], Any]:
@@ -487,6 +530,20 @@ def _cmd_report(ns: argparse.Namespace) -> int:
         if breakdown is not None:
             breakdown_table(breakdown, sys.stdout)
     return int(ExitCode.OK)
+
+
+def _cmd_merge(ns: argparse.Namespace) -> int:
+    import json
+
+    from .display import summary_table
+    from .merge import merge
+
+    summary = merge(ns.output, ns.results)
+    if ns.format == "json":
+        print(json.dumps(summary, indent=2))
+    else:
+        summary_table(summary, sys.stdout, tty=sys.stdout.isatty())
+    return int(summary["exit_code"])
 
 
 def _cmd_validate(ns: argparse.Namespace) -> int:

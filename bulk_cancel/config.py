@@ -137,6 +137,8 @@ class Setting:
     """It shapes the traffic or decides what is read and where it is sent: the commands a stopped
     run prints (resume, re-send the failures) repeat it whenever a layer set it, so that the next
     shell's environment or config cannot change it (:func:`command_flags`)."""
+    optional_value: str | None = None
+    """A boolean flag that may also be given this one word (``--resume=auto``)."""
 
     @property
     def flag(self) -> str:
@@ -170,7 +172,9 @@ class Setting:
         """A value from a TOML file (or parsed text), checked; ValueError says what is wrong."""
         kind = self.kind
         if kind is Kind.BOOL:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (
+                self.optional_value is not None and value == self.optional_value
+            ):
                 return value
             raise ValueError("must be true or false")
         if kind is Kind.COUNT:
@@ -195,6 +199,10 @@ class Setting:
             raise ValueError(f"must be one of {', '.join(self.choices)}")
         if kind is Kind.OUTPUT:
             _check_template(value)
+        if self.name == "shard":
+            from .shard import parse_shard
+
+            return str(parse_shard(value))
         if self.name == "subaccount" and not valid_subaccount(value):
             raise ValueError(
                 "is not a subaccount id: 3-50 characters of letters, digits and - . _ &"
@@ -230,6 +238,7 @@ _NETWORK: Final = "network"
 _SAFETY: Final = "safety and resuming"
 _OUTPUT: Final = "output"
 _JOB: Final = "jobs and drop folders"
+_SCALE: Final = "scaling out"
 
 #: The registry: every setting of ``bulk-cancel run``, in the order help shows them.
 SETTINGS: Final[tuple[Setting, ...]] = (
@@ -435,9 +444,12 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         default=False,
         in_files=False,
         in_env=False,
+        optional_value="auto",
         help="finish an interrupted run: same input and output; rows already answered are "
         "skipped, refused ones (auth_failed, code 1001) sent again. A stopped run prints this "
-        "command with its rate and every setting that shapes what is sent",
+        "command with its rate and every setting that shapes what is sent. --resume=auto "
+        "resumes if the output's ledger exists, else starts afresh (one command line for a pod "
+        "that may be restarted)",
     ),
     Setting(
         name="retry_failed",
@@ -527,6 +539,17 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         default=30.0,
         metavar="S",
         help="a dropped file is taken only once unchanged this many seconds (still being copied?)",
+    ),
+    Setting(
+        name="shard",
+        in_commands=True,
+        kind=Kind.TEXT,
+        group=_SCALE,
+        metavar="K/N",
+        shown_default="the whole input",
+        help="take only shard K of N (0 <= K < N) of the input, by a stable hash of "
+        "(subaccount, umid), pacing each subaccount at rate/N; one process per shard, e.g. "
+        "a Kubernetes Indexed Job with --shard $(JOB_COMPLETION_INDEX)/N",
     ),
 )
 
@@ -752,9 +775,12 @@ def has_placeholders(template: Path) -> bool:
 
 
 def to_run_settings(
-    resolved: ResolvedSettings, *, input: str | None, output: Path | None, resume: bool
+    resolved: ResolvedSettings, *, input: str | None, output: Path | None, resume: bool | str
 ) -> RunSettings:
-    """The frozen :class:`RunSettings` of one run: *input* and a rendered *output* per file."""
+    """The frozen :class:`RunSettings` of one run: *input* and a rendered *output* per file.
+
+    *resume* ``"auto"`` resumes when the output's ledger exists and starts afresh otherwise.
+    """
     from .policy import RetryPolicy
     from .settings import RunSettings, check_base_url, check_ca_bundle, check_proxy
     from .writers import output_format
@@ -771,6 +797,20 @@ def to_run_settings(
             "--output PATH is required: where the results go (.csv, .parquet or .xlsx)"
         )
     output_format(output)
+    if resume == "auto":
+        from .ledger import ledger_path
+
+        resume = ledger_path(output).exists()
+    shard = None
+    if v["shard"] is not None:
+        from .shard import parse_shard
+
+        shard = parse_shard(v["shard"])
+        if v["archive_dir"] is not None:
+            raise ConfigError(
+                "shard and archive_dir do not mix: a drop folder hands each file to one run; "
+                "give the shards one input file (or a glob without archive_dir)"
+            )
     try:
         base_url = check_base_url(v["base_url"], allow_insecure_http=v["allow_insecure_http"])
     except ConfigError as exc:
@@ -802,7 +842,7 @@ def to_run_settings(
         failure_threshold=v["failure_threshold"],
         failure_window=v["failure_window"],
         max_rows=v["max_rows"],
-        resume=resume,
+        resume=bool(resume),
         retry_failed=v["retry_failed"],
         dry_run=v["dry_run"],
         split=v["split"],
@@ -815,6 +855,7 @@ def to_run_settings(
         proxy=proxy,
         proxy_source=None if proxy is None else str(src["proxy"]),
         ca_bundle=ca_bundle,
+        shard=shard,
     )
 
 

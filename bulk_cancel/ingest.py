@@ -32,6 +32,7 @@ from .errors import InputError, LedgerError
 from .ledger import Ledger
 from .model import Kind, Result
 from .pipeline import Feed, Progress
+from .shard import Shard
 
 log = structlog.get_logger("bulk_cancel")
 
@@ -69,6 +70,11 @@ def ledger_rows(chunk: Iterable[readers.InputRow], now: str) -> Iterator[LedgerR
             if row.problem is None
             else Result(outcome=row.problem, error_message=row.detail, finished_at=now),
         )
+
+
+def own_rows(chunk: list[readers.InputRow], shard: Shard) -> list[readers.InputRow]:
+    """The rows of *chunk* that *shard* owns (``--shard K/N``)."""
+    return [row for row in chunk if shard.owns(row.subaccount, row.target_id)]
 
 
 def _to_send(row: readers.InputRow) -> bool:
@@ -272,6 +278,7 @@ class Streamer:
         last_row: Sequence[object] | None = None,
         now: Callable[[], str],
         max_rows: int | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self._ledger = ledger
         self._source = source
@@ -284,6 +291,7 @@ class Streamer:
         self._last_row = last_row
         self._now = now
         self._max_rows = max_rows
+        self._shard = shard
         self.stopped = False
         """Set by :meth:`stop`: the reading ends at the next slice, unfinished."""
         self._prefix_stored = (-1, "")
@@ -350,8 +358,10 @@ class Streamer:
                 )
             # Runs of rows to send and of rows refused locally go in separately, in input order
             # (so the same seqs), to count exactly how many new rows there are to send: a row
-            # refused locally is only ever a duplicate of another refused row.
-            for to_send, group in itertools.groupby(chunk, key=_to_send):
+            # refused locally is only ever a duplicate of another refused row. A shard reads
+            # (and counts) every row, and keeps its own.
+            owned = chunk if self._shard is None else own_rows(chunk, self._shard)
+            for to_send, group in itertools.groupby(owned, key=_to_send):
                 rows = list(group)
                 duplicates = self._ledger.add(ledger_rows(rows, self._now()))
                 reading.duplicates += duplicates

@@ -194,6 +194,7 @@ class Runner:
             "header_row": s.header_row,
             "batch_id": s.batch_id,
             "base_url": s.base_url,
+            "shard": None if s.shard is None else str(s.shard),
         }
 
     def _ingest(self, ledger: Ledger, source: readers.InputSource | None) -> _Ingest:
@@ -208,9 +209,9 @@ class Runner:
                 local = Result(
                     outcome=Outcome.INVALID_UMID, error_message="not a UUID (local check)"
                 )
-            ledger.add(
-                [(s.subaccount, batch_id or clean(s.batch_id)[:200], Kind.BATCH, 0, None, local)]
-            )
+            target = batch_id or clean(s.batch_id)[:200]
+            if s.shard is None or s.shard.owns(s.subaccount, target):
+                ledger.add([(s.subaccount, target, Kind.BATCH, 0, None, local)])
         else:
             stats.extra_columns = list(source.extra_columns)
             ledger.set_meta(_input_meta(source))
@@ -223,6 +224,8 @@ class Runner:
                         f"{s.input}: more than max_rows={s.max_rows} rows; raise --max-rows "
                         "if this many cancels is intended"
                     )
+                if s.shard is not None:  # every shard reads (and counts) all; keeps its own
+                    chunk = ingest.own_rows(chunk, s.shard)
                 stats.duplicates += ledger.add(
                     (
                         row.subaccount,
@@ -532,6 +535,7 @@ class Runner:
             last_row=last_row,
             now=_now,
             max_rows=self.settings.max_rows,
+            shard=self.settings.shard,
         )
         self.progress.read = reading.input_rows
         self.progress.reading = True
@@ -627,7 +631,7 @@ class Runner:
             finally:
                 ledger.close()
         to_send = sum(n for _, n in lanes)
-        rate = self.settings.rate_per_s
+        rate = self.settings.lane_rate_per_s
         return {
             "input_rows": stats.input_rows,
             "unique": sum(counts.values()),
@@ -640,6 +644,7 @@ class Runner:
             "rate_per_s": rate,
             "expected_duration_s": round(max((n for _, n in lanes), default=0) / rate, 1),
             "base_url": self.settings.base_url,
+            **({} if self.settings.shard is None else {"shard": str(self.settings.shard)}),
         }
 
     # ------------------------------------------------------------------ the run
@@ -693,10 +698,11 @@ class Runner:
                 "run.started",
                 base_url=s.base_url,
                 proxy=None if s.proxy is None else mask_url(s.proxy),
-                rate_per_s=s.rate_per_s,
+                rate_per_s=s.lane_rate_per_s,
                 ledger=str(ledger.path),
                 mode=self.mode,
                 attempt=attempt + 1,
+                **({} if s.shard is None else {"shard": str(s.shard)}),
             )
             self.sending.set()
             report = await self._send(ledger)
@@ -733,7 +739,7 @@ class Runner:
     async def _send(self, ledger: Ledger) -> RunReport:
         s = self.settings
         pipeline_settings = PipelineSettings(
-            rate_per_s=s.rate_per_s,
+            rate_per_s=s.lane_rate_per_s,
             ip_rate_per_s=s.ip_rate_per_s,
             concurrency=s.concurrency,
             retry=s.retry,
@@ -875,6 +881,8 @@ class Runner:
             "rejected_subaccounts": report.rejected_subaccounts,
             "results": str(s.output),
             "ledger": str(ledger.path),
+            "input_checksum": meta.get("input_checksum"),
+            "shard": None if s.shard is None else str(s.shard),
             "settings": s.public(),
         }
         if exit_code != ExitCode.OK:

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .policy import DOCUMENTED_IP_RATE_PER_S, DOCUMENTED_RATE_PER_S, RetryPolicy
+from .shard import Shard
 
 #: Environment variable holding the API key; the key is never a flag or a file setting.
 API_KEY_ENV: Final = "EIGHTX8_API_KEY"
@@ -84,6 +85,8 @@ class RunSettings:
     """Where the proxy came from: a setting's layer, or the variable (``HTTPS_PROXY``)."""
     ca_bundle: Path | None = None
     """A PEM file of CAs to trust instead of the system's."""
+    shard: Shard | None = None
+    """Only this shard's rows (``--shard K/N``); each subaccount is paced at rate / N."""
 
     def public(self) -> dict[str, Any]:
         """The settings as plain values for the summary and ``config show``: no key, and the
@@ -91,7 +94,13 @@ class RunSettings:
         values = asdict(self)
         if self.proxy is not None:
             values["proxy"] = mask_url(self.proxy)
+        values["shard"] = None if self.shard is None else str(self.shard)
         return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+    @property
+    def lane_rate_per_s(self) -> float:
+        """Each subaccount's pace in this process: N shards share the subaccount's limit."""
+        return self.rate_per_s / (self.shard.count if self.shard is not None else 1)
 
     def warnings(self) -> list[str]:
         """Settings that are allowed but worth a word."""

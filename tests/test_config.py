@@ -401,7 +401,8 @@ def test_printed_commands_repeat_every_marked_setting_from_any_layer(tmp_path: P
         s.name for s in marked
     }
     for entry in marked:
-        text = "http://127.0.0.1:9" if entry.name == "base_url" else _SAMPLE[entry.kind]
+        special = {"base_url": "http://127.0.0.1:9", "shard": "1/4"}
+        text = special.get(entry.name) or _SAMPLE[entry.kind]
         resolved = resolve({}, {entry.env: text}, None, None)
         flags, notes = config.command_flags(resolved)
         expected = [entry.flag] if entry.kind is config.Kind.BOOL else [entry.flag, text]
