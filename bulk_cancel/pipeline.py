@@ -8,7 +8,7 @@ send, judge the answer, retry within the :class:`~bulk_cancel.policy.RetryPolicy
 final result. A failure for one row is a value; only the stop conditions
 (key refused, subaccount refused, failure threshold, an interrupt) end lanes early.
 
-The pipeline depends on the :class:`~bulk_cancel.client.Canceller` protocol only, so it is
+The pipeline depends on the :class:`~bulk_cancel.model.Canceller` protocol only, so it is
 tested with a scripted fake as well as against the simulator.
 """
 
@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from .client import Canceller, Exchange
 from .ledger import Ledger, WorkItem
-from .model import Outcome, Result, Target
+from .model import Canceller, Exchange, Outcome, Result, Target
 from .policy import Concurrency, Flight, RateGate, RetryPolicy, Stop, Verdict, judge
 
 #: Most subaccount lanes running at once (a file can name thousands of subaccounts).

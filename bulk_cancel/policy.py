@@ -1,6 +1,6 @@
 """What an answer means, when to try again, and how fast to send.
 
-- :func:`judge` turns one :class:`~bulk_cancel.client.Exchange` into a :class:`Verdict`.
+- :func:`judge` turns one :class:`~bulk_cancel.model.Exchange` into a :class:`Verdict`.
 - :class:`RetryPolicy` bounds retries in attempts *and* elapsed time, Retry-After first.
 - :class:`RateGate` paces one subaccount, and the per-IP cap: one queue whose head takes slots
   at :func:`pace`'s rate, a small burst per loop turn, within a one-second window that counts
@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Final
 
-from .client import Exchange
-from .model import Outcome
+from .model import Exchange, Outcome
 
 #: 8x8's documented default limit per subaccount (requests per second).
 DOCUMENTED_RATE_PER_S: Final = 1800.0

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bulk_cancel.client import Exchange, Ready
 from bulk_cancel.ledger import Ledger
-from bulk_cancel.model import Kind, Target
+from bulk_cancel.model import Exchange, Kind, Ready, Target
 
 API_KEY = "sk_test_7f3c9a1e5b2d4c6e8a0b"
 

@@ -10,9 +10,8 @@ from conftest import ScriptedCanceller, umids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bulk_cancel.client import Exchange
 from bulk_cancel.ledger import Ledger
-from bulk_cancel.model import Kind, Target
+from bulk_cancel.model import Exchange, Kind, Target
 from bulk_cancel.pipeline import Pipeline, PipelineSettings
 from bulk_cancel.policy import RetryPolicy
 

@@ -12,8 +12,8 @@ import trustme
 from conftest import ScriptedCanceller, make_ledger, umids
 
 from bulk_cancel import config, logs
-from bulk_cancel.client import Exchange
 from bulk_cancel.errors import ConfigError
+from bulk_cancel.model import Exchange
 from bulk_cancel.pipeline import Pipeline, PipelineSettings, StopReason
 from bulk_cancel.policy import Stop, judge
 from bulk_cancel.settings import check_proxy, mask_url, proxy_from_env, url_secrets

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from conftest import ScriptedCanceller, make_ledger, umids
 
-from bulk_cancel.client import Exchange, Ready
 from bulk_cancel.ledger import Ledger
-from bulk_cancel.model import Kind, Target
+from bulk_cancel.model import Exchange, Kind, Ready, Target
 from bulk_cancel.pipeline import Pipeline, PipelineSettings, StopReason
 from bulk_cancel.policy import RateGate, RetryPolicy
 

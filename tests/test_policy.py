@@ -12,8 +12,7 @@ from email.utils import formatdate
 
 import pytest
 
-from bulk_cancel.client import Exchange
-from bulk_cancel.model import Outcome
+from bulk_cancel.model import Exchange, Outcome
 from bulk_cancel.policy import (
     CATCH_UP_S,
     REORDER_S,
