@@ -10,8 +10,9 @@ from conftest import ScriptedCanceller, make_ledger, umids
 
 from bulk_cancel.ledger import Ledger
 from bulk_cancel.model import Exchange, Kind, Ready, Target
+from bulk_cancel.pacing import RateGate
 from bulk_cancel.pipeline import Pipeline, PipelineSettings, StopReason
-from bulk_cancel.policy import RateGate, RetryPolicy
+from bulk_cancel.policy import RetryPolicy
 
 FAST = RetryPolicy(max_attempts=4, max_elapsed_s=5, initial_backoff_s=0.001, max_backoff_s=0.01)
 OK = Exchange(status=200, cancelled_count=1)
