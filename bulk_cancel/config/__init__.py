@@ -48,8 +48,8 @@ from .registry import (
     OUTPUT_PLACEHOLDERS,
     SETTINGS,
     TARGET_GROUP,
-    Kind,
     Setting,
+    ValueKind,
     setting,
 )
 
@@ -61,11 +61,11 @@ __all__ = [
     "OUTPUT_PLACEHOLDERS",
     "SETTINGS",
     "TARGET_GROUP",
-    "Kind",
     "Layer",
     "ResolvedSettings",
     "Setting",
     "Source",
+    "ValueKind",
     "command_flags",
     "default_config_file",
     "has_placeholders",

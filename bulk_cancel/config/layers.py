@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigError
-from .registry import _BY_NAME, _PATH_KINDS, ENV_PREFIX, SETTINGS, Kind, Setting, _check_template
+from .registry import (
+    _BY_NAME,
+    _PATH_KINDS,
+    ENV_PREFIX,
+    SETTINGS,
+    Setting,
+    ValueKind,
+    _check_template,
+)
 
 if TYPE_CHECKING:
     from ..settings import RunSettings
@@ -106,7 +114,7 @@ def load_file(path: Path, layer: Layer) -> dict[str, Any]:
             checked = entry.check(value)
         except ValueError as exc:
             raise ConfigError(f"{path}: {key} = {_show(value)}: {exc}") from None
-        if entry.kind in _PATH_KINDS and not (entry.kind is Kind.INPUT and checked == "-"):
+        if entry.kind in _PATH_KINDS and not (entry.kind is ValueKind.INPUT and checked == "-"):
             checked = _relative_to(folder, checked)
         values[key] = checked
     return values
@@ -355,7 +363,7 @@ def command_flags(
         source = resolved.sources[entry.name]
         if not entry.in_commands or value is None or source.layer is Layer.DEFAULT:
             continue
-        if entry.kind is Kind.BOOL:
+        if entry.kind is ValueKind.BOOL:
             if value:
                 flags.append(entry.flag)
             elif entry.in_files:  # a file may have set it true: --no-… overrides that

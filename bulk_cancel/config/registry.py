@@ -27,7 +27,7 @@ _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 
-class Kind(enum.Enum):
+class ValueKind(enum.Enum):
     """How a setting's value is checked, and how text (a flag, a variable) becomes a value."""
 
     TEXT = "text"
@@ -48,7 +48,7 @@ class Kind(enum.Enum):
     CHOICE = "choice"
 
 
-_PATH_KINDS: Final = frozenset({Kind.INPUT, Kind.OUTPUT, Kind.PATH})
+_PATH_KINDS: Final = frozenset({ValueKind.INPUT, ValueKind.OUTPUT, ValueKind.PATH})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,7 +56,7 @@ class Setting:
     """One run setting: its name is the file key; the flag and the variable derive from it."""
 
     name: str
-    kind: Kind
+    kind: ValueKind
     help: str
     group: str
     default: Any = None
@@ -84,17 +84,17 @@ class Setting:
 
     def parse(self, text: str) -> Any:
         """A flag's or a variable's text as a value; ValueError says what is wrong."""
-        if self.kind is Kind.BOOL:
+        if self.kind is ValueKind.BOOL:
             word = text.strip().lower()
             if word in _TRUE | _FALSE:
                 return word in _TRUE
             raise ValueError("must be true or false (1/0, yes/no, on/off)")
-        if self.kind is Kind.COUNT:
+        if self.kind is ValueKind.COUNT:
             try:
                 return self.check(int(text.strip()))
             except ValueError:
                 raise ValueError("must be a whole number, at least 1") from None
-        if self.kind in (Kind.POSITIVE, Kind.SECONDS, Kind.SHARE):
+        if self.kind in (ValueKind.POSITIVE, ValueKind.SECONDS, ValueKind.SHARE):
             try:
                 number = float(text.strip())
             except ValueError:
@@ -105,33 +105,35 @@ class Setting:
     def check(self, value: object) -> Any:
         """A value from a TOML file (or parsed text), checked; ValueError says what is wrong."""
         kind = self.kind
-        if kind is Kind.BOOL:
+        if kind is ValueKind.BOOL:
             if isinstance(value, bool) or (
                 self.optional_value is not None and value == self.optional_value
             ):
                 return value
             raise ValueError("must be true or false")
-        if kind is Kind.COUNT:
+        if kind is ValueKind.COUNT:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError("must be a whole number, at least 1")
             if value < 1:
                 raise ValueError("must be at least 1")
             return value
-        if kind in (Kind.POSITIVE, Kind.SECONDS, Kind.SHARE):
+        if kind in (ValueKind.POSITIVE, ValueKind.SECONDS, ValueKind.SHARE):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"must be a number{self._range()}")
             number = float(value)
-            low_ok = number >= 0 if kind is Kind.SECONDS else number > 0
-            if not (math.isfinite(number) and low_ok and (kind is not Kind.SHARE or number <= 1)):
+            low_ok = number >= 0 if kind is ValueKind.SECONDS else number > 0
+            if not (
+                math.isfinite(number) and low_ok and (kind is not ValueKind.SHARE or number <= 1)
+            ):
                 raise ValueError(f"must be a number{self._range()}")
             return number
         if not isinstance(value, str):
             raise ValueError("must be a string (in quotes)")
         if not value.strip():
             raise ValueError("must not be empty")
-        if kind is Kind.CHOICE and value not in self.choices:
+        if kind is ValueKind.CHOICE and value not in self.choices:
             raise ValueError(f"must be one of {', '.join(self.choices)}")
-        if kind is Kind.OUTPUT:
+        if kind is ValueKind.OUTPUT:
             _check_template(value)
         if self.name == "shard":
             from ..shard import parse_shard
@@ -141,15 +143,15 @@ class Setting:
             raise ValueError(
                 "is not a subaccount id: 3-50 characters of letters, digits and - . _ &"
             )
-        if kind in (Kind.OUTPUT, Kind.PATH):
+        if kind in (ValueKind.OUTPUT, ValueKind.PATH):
             return Path(value).expanduser()
         return value
 
     def _range(self) -> str:
         return {
-            Kind.POSITIVE: " above 0",
-            Kind.SECONDS: ", 0 or more",
-            Kind.SHARE: " above 0 and at most 1, e.g. 0.5",
+            ValueKind.POSITIVE: " above 0",
+            ValueKind.SECONDS: ", 0 or more",
+            ValueKind.SHARE: " above 0 and at most 1, e.g. 0.5",
         }.get(self.kind, "")
 
     def default_text(self) -> str | None:
@@ -178,7 +180,7 @@ _SCALE: Final = "scaling out"
 SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="input",
-        kind=Kind.INPUT,
+        kind=ValueKind.INPUT,
         group=TARGET_GROUP,
         metavar="PATH",
         help=".csv .tsv .parquet .xlsx .txt, or - for CSV on stdin; in a job, a glob "
@@ -186,7 +188,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="output",
-        kind=Kind.OUTPUT,
+        kind=ValueKind.OUTPUT,
         group=TARGET_GROUP,
         metavar="PATH",
         help="results file (.csv .parquet .xlsx); the summary goes to <name>.summary.json and "
@@ -195,7 +197,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="subaccount",
         in_commands=True,
-        kind=Kind.TEXT,
+        kind=ValueKind.TEXT,
         group=INPUT_GROUP,
         metavar="ID",
         help="subaccount for rows without their own subaccount_id column",
@@ -203,7 +205,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="column",
         in_commands=True,
-        kind=Kind.TEXT,
+        kind=ValueKind.TEXT,
         group=INPUT_GROUP,
         metavar="NAME",
         shown_default="umid, else message_id / messageId, else batch_id",
@@ -212,7 +214,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="subaccount_column",
         in_commands=True,
-        kind=Kind.TEXT,
+        kind=ValueKind.TEXT,
         group=INPUT_GROUP,
         metavar="NAME",
         shown_default="subaccount_id / subAccountId",
@@ -221,7 +223,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="sheet",
         in_commands=True,
-        kind=Kind.TEXT,
+        kind=ValueKind.TEXT,
         group=INPUT_GROUP,
         metavar="NAME",
         shown_default="the first with an id column",
@@ -230,7 +232,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="header_row",
         in_commands=True,
-        kind=Kind.COUNT,
+        kind=ValueKind.COUNT,
         group=INPUT_GROUP,
         metavar="N",
         shown_default="the first of the first 20 rows that names the id column",
@@ -240,7 +242,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="encoding",
         in_commands=True,
-        kind=Kind.TEXT,
+        kind=ValueKind.TEXT,
         group=INPUT_GROUP,
         metavar="NAME",
         shown_default="UTF-8, UTF-16 by its BOM",
@@ -249,7 +251,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="max_rows",
         in_commands=True,
-        kind=Kind.COUNT,
+        kind=ValueKind.COUNT,
         group=INPUT_GROUP,
         metavar="N",
         shown_default="no limit",
@@ -258,14 +260,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="batch_id",
         in_commands=True,
-        kind=Kind.TEXT,
+        kind=ValueKind.TEXT,
         group=TARGET_GROUP,
         metavar="UUID",
         help="cancel one whole batch (DELETE .../messages/batch/{batchId}) instead of reading a file",
     ),
     Setting(
         name="product",
-        kind=Kind.CHOICE,
+        kind=ValueKind.CHOICE,
         group=_API,
         default="chatapps",
         choices=("chatapps", "sms"),
@@ -273,7 +275,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="region",
-        kind=Kind.CHOICE,
+        kind=ValueKind.CHOICE,
         group=_API,
         default="asia",
         choices=("asia", "us", "eu", "id"),
@@ -282,7 +284,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="base_url",
         in_commands=True,
-        kind=Kind.TEXT,
+        kind=ValueKind.TEXT,
         group=_API,
         metavar="URL",
         shown_default="the host of --product in --region: https://chatapps.8x8.com",
@@ -291,7 +293,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="rate",
         in_commands=True,
-        kind=Kind.POSITIVE,
+        kind=ValueKind.POSITIVE,
         group=_API,
         default=1500.0,
         metavar="N",
@@ -301,7 +303,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="ip_rate",
         in_commands=True,
-        kind=Kind.POSITIVE,
+        kind=ValueKind.POSITIVE,
         group=_API,
         default=3000.0,
         metavar="N",
@@ -310,7 +312,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="concurrency",
         in_commands=True,
-        kind=Kind.COUNT,
+        kind=ValueKind.COUNT,
         group=_API,
         metavar="N",
         shown_default="sized from rate x latency",
@@ -319,7 +321,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="timeout",
         in_commands=True,
-        kind=Kind.POSITIVE,
+        kind=ValueKind.POSITIVE,
         group=_API,
         default=30.0,
         metavar="S",
@@ -328,7 +330,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="max_attempts",
         in_commands=True,
-        kind=Kind.COUNT,
+        kind=ValueKind.COUNT,
         group=_API,
         default=6,
         metavar="N",
@@ -337,7 +339,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="max_retry_time",
         in_commands=True,
-        kind=Kind.POSITIVE,
+        kind=ValueKind.POSITIVE,
         group=_API,
         default=120.0,
         metavar="S",
@@ -346,14 +348,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="allow_insecure_http",
         in_commands=True,
-        kind=Kind.BOOL,
+        kind=ValueKind.BOOL,
         group=_API,
         default=False,
         help="allow http:// to a non-loopback host (the key would travel unencrypted)",
     ),
     Setting(
         name="proxy",
-        kind=Kind.TEXT,
+        kind=ValueKind.TEXT,
         group=_NETWORK,
         metavar="URL",
         shown_default="HTTPS_PROXY / HTTP_PROXY / ALL_PROXY unless NO_PROXY covers the host",
@@ -363,7 +365,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="ca_bundle",
-        kind=Kind.PATH,
+        kind=ValueKind.PATH,
         group=_NETWORK,
         metavar="PEM",
         shown_default="the system's CAs, or SSL_CERT_FILE",
@@ -373,7 +375,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="resume",
-        kind=Kind.BOOL,
+        kind=ValueKind.BOOL,
         group=_SAFETY,
         default=False,
         in_files=False,
@@ -387,7 +389,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="retry_failed",
-        kind=Kind.BOOL,
+        kind=ValueKind.BOOL,
         group=_SAFETY,
         default=False,
         in_files=False,
@@ -398,7 +400,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="failure_threshold",
         in_commands=True,
-        kind=Kind.SHARE,
+        kind=ValueKind.SHARE,
         group=_SAFETY,
         default=0.5,
         metavar="SHARE",
@@ -407,7 +409,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="failure_window",
         in_commands=True,
-        kind=Kind.COUNT,
+        kind=ValueKind.COUNT,
         group=_SAFETY,
         default=1000,
         metavar="N",
@@ -415,14 +417,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="dry_run",
-        kind=Kind.BOOL,
+        kind=ValueKind.BOOL,
         group=_SAFETY,
         default=False,
         help="read, validate and de-duplicate, print the plan, send nothing",
     ),
     Setting(
         name="yes",
-        kind=Kind.BOOL,
+        kind=ValueKind.BOOL,
         group=_SAFETY,
         default=False,
         in_files=False,
@@ -430,21 +432,21 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="split",
-        kind=Kind.BOOL,
+        kind=ValueKind.BOOL,
         group=_OUTPUT,
         default=False,
         help="also write <name>.errors.csv with the rows worth another look, original columns included",
     ),
     Setting(
         name="metrics_file",
-        kind=Kind.PATH,
+        kind=ValueKind.PATH,
         group=_OUTPUT,
         metavar="PATH",
         help="write Prometheus textfile-collector metrics here",
     ),
     Setting(
         name="job_name",
-        kind=Kind.TEXT,
+        kind=ValueKind.TEXT,
         group=_OUTPUT,
         metavar="NAME",
         shown_default="the job file's name, else bulk-cancel",
@@ -452,7 +454,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="log_format",
-        kind=Kind.CHOICE,
+        kind=ValueKind.CHOICE,
         group=_OUTPUT,
         default="auto",
         choices=("auto", "json", "console"),
@@ -460,7 +462,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="archive_dir",
-        kind=Kind.PATH,
+        kind=ValueKind.PATH,
         group=_JOB,
         metavar="DIR",
         help="with a glob input (a drop folder): where each processed file is moved; claimed "
@@ -468,7 +470,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting(
         name="settle_time",
-        kind=Kind.SECONDS,
+        kind=ValueKind.SECONDS,
         group=_JOB,
         default=30.0,
         metavar="S",
@@ -477,7 +479,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         name="shard",
         in_commands=True,
-        kind=Kind.TEXT,
+        kind=ValueKind.TEXT,
         group=_SCALE,
         metavar="K/N",
         shown_default="the whole input",
