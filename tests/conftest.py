@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import structlog
 
 from bulk_cancel.ledger import Ledger
 from bulk_cancel.model import Exchange, Kind, Ready, Target
@@ -15,6 +16,15 @@ API_KEY = "sk_test_7f3c9a1e5b2d4c6e8a0b"
 
 #: The variables that route traffic through a proxy (either case): the suite runs without them.
 PROXY_VARIABLES = frozenset({"https_proxy", "http_proxy", "all_proxy", "no_proxy"})
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults_after_each_test() -> Iterator[None]:
+    """A test that configures logging (through the CLI, or `logs.configure` itself) leaves no
+    configuration behind: the next test starts from structlog's defaults. Tests that check
+    events use `structlog.testing.capture_logs`."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)
