@@ -6,7 +6,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from conftest import ScriptedCanceller, umids
+from helpers import ScriptedCanceller, umids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
-from conftest import API_KEY, make_ledger, umids
+from helpers import API_KEY, make_ledger, umids
 
 from bulk_cancel.client import CancelClient, ClientSettings, segment, target_path
 from bulk_cancel.model import Exchange, Kind, Target

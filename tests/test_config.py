@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import API_KEY
+from helpers import API_KEY
 
 from bulk_cancel import cli, config
 from bulk_cancel.config import SETTINGS, Layer, load_file, read_env, render_output, resolve

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import structlog
-from conftest import API_KEY
+from helpers import API_KEY
 
 from bulk_cancel import logs
 

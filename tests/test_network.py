@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import structlog
 import trustme
-from conftest import ScriptedCanceller, make_ledger, umids
+from helpers import ScriptedCanceller, make_ledger, umids
 from structlog.testing import capture_logs
 
 from bulk_cancel import config, logs

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from pathlib import Path
 
-from conftest import ScriptedCanceller, make_ledger, umids
+from helpers import ScriptedCanceller, make_ledger, umids
 
 from bulk_cancel.ledger import Ledger
 from bulk_cancel.model import Exchange, Kind, Ready, Target

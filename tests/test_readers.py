@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any, cast
 
 import pytest
-from conftest import umids
+from helpers import umids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
