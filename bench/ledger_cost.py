@@ -21,9 +21,8 @@ from typing import Any
 
 import uvloop
 
-from bulk_cancel.client import Exchange, Ready
 from bulk_cancel.ledger import FINAL, PENDING, SENT, Ledger, WorkItem
-from bulk_cancel.model import Kind, Result, Target
+from bulk_cancel.model import Exchange, Kind, Ready, Result, Target
 from bulk_cancel.pipeline import Pipeline, PipelineSettings
 
 SUB = "bench_sub"

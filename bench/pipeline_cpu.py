@@ -29,9 +29,8 @@ from typing import Any
 
 import uvloop
 
-from bulk_cancel.client import Exchange, Ready
 from bulk_cancel.ledger import Ledger
-from bulk_cancel.model import Kind, Target
+from bulk_cancel.model import Exchange, Kind, Ready, Target
 from bulk_cancel.pipeline import Pipeline, PipelineSettings
 
 SUBS = ("bench_a", "bench_b")

@@ -270,7 +270,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_flag(group: Any, setting: Any, *, layered: bool) -> None:
     """One flag from its registry entry; *layered*: not given means ``argparse.SUPPRESS``."""
-    from .config import Kind
+    from .config import ValueKind as Kind
 
     kwargs: dict[str, Any] = {"dest": setting.name, "help": setting.help}
     if layered:

@@ -15,7 +15,7 @@ Two things are added on top, both through aiohttp's public extension points:
   :class:`AnswerLost`, which that loop does not catch, and the connector refuses a second
   connection for the same attempt: a lost answer comes back as one, and the policy decides.
 * **The rate slot once the connection is open.** The connector awaits the request's *ready*
-  (see :class:`Canceller`) after it has a connection in hand and before a byte is written.
+  (see :class:`~bulk_cancel.model.Canceller`) after it has a connection in hand and before a byte is written.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -48,7 +47,8 @@ from aiohttp.client_middlewares import ClientHandlerType
 from aiohttp.tracing import Trace
 from yarl import URL
 
-from .model import Kind, Target
+from .model import Exchange, Kind, Ready, Target
+from .settings import mask_url
 
 #: The path template of the documented endpoints; each id is percent-encoded as ONE segment.
 _MESSAGE_PATH: Final = "/api/v1/subaccounts/{sub}/messages/{id}"
@@ -93,46 +93,6 @@ def target_path(target: Target) -> str:
     """The request path for *target*, each id encoded as exactly one segment."""
     template = _BATCH_PATH if target.kind is Kind.BATCH else _MESSAGE_PATH
     return template.format(sub=segment(target.subaccount), id=segment(target.id))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Exchange:
-    """What one HTTP exchange produced, before any judgement."""
-
-    status: int | None = None
-    """HTTP status, or ``None`` when no answer arrived."""
-    code: int | None = None
-    message: str | None = None
-    error_id: str | None = None
-    cancelled_count: int | None = None
-    body_ok: bool = True
-    """False when a 200 body could not be read as ``{"cancelledCount": n}``."""
-    retry_after: str | None = None
-    """The raw ``Retry-After`` header, if any."""
-    transport_error: str | None = None
-    """The kind of transport failure, e.g. ``timeout`` or ``connection closed before the answer``."""
-    request_sent: bool = True
-    """False only when the request certainly never left (no connection could be made)."""
-    blocked_by: str | None = None
-    """Set when the way to the API itself refused (a proxy that cannot be reached or refuses
-    us, a certificate that does not verify): no request can get through as things are set up.
-    One line, naming the proxy with its password masked."""
-
-
-#: Awaited by the client once per request, with the connection in hand, just before the request
-#: is written: the pipeline's rate slot. ``None`` sends at once.
-Ready = Callable[[], Awaitable[None]] | None
-
-
-class Canceller(Protocol):
-    """What the pipeline needs of a client; a scripted fake satisfies it in tests.
-
-    *ready* is awaited once per request, as late as possible: once a connection is open, so the
-    time spent opening one falls before the rate slot and requests leave when their slots say,
-    not bunched behind a slow connect.
-    """
-
-    async def cancel(self, target: Target, ready: Ready = None) -> Exchange: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,8 +192,6 @@ class CancelClient:
     """One aiohttp session to one base URL, with one key. An async context manager."""
 
     def __init__(self, settings: ClientSettings, api_key: str) -> None:
-        from .settings import mask_url  # settings imports the policy, which imports this module
-
         if not header_safe(api_key):
             # Never name the key: only that it cannot go into a header as it is.
             raise ValueError("the API key holds characters that cannot be sent in an HTTP header")

@@ -1,4 +1,7 @@
-"""The values every part of bulk-cancel passes around: targets, outcomes and results.
+"""The values every part of bulk-cancel passes around: targets, exchanges, outcomes and results.
+
+Also the :class:`Canceller` protocol the pipeline sends through: the client satisfies it, and a
+scripted fake does in tests, so neither the policy nor the pipeline imports the HTTP client.
 
 Nothing here does I/O. A failure for one umid is a value (an :class:`Outcome`), never an exception.
 """
@@ -6,7 +9,9 @@ Nothing here does I/O. A failure for one umid is a value (an :class:`Outcome`), 
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 
 class Outcome(enum.StrEnum):
@@ -83,3 +88,43 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "finished_at",
     "line",
 )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exchange:
+    """What one HTTP exchange produced, before any judgement."""
+
+    status: int | None = None
+    """HTTP status, or ``None`` when no answer arrived."""
+    code: int | None = None
+    message: str | None = None
+    error_id: str | None = None
+    cancelled_count: int | None = None
+    body_ok: bool = True
+    """False when a 200 body could not be read as ``{"cancelledCount": n}``."""
+    retry_after: str | None = None
+    """The raw ``Retry-After`` header, if any."""
+    transport_error: str | None = None
+    """The kind of transport failure, e.g. ``timeout`` or ``connection closed before the answer``."""
+    request_sent: bool = True
+    """False only when the request certainly never left (no connection could be made)."""
+    blocked_by: str | None = None
+    """Set when the way to the API itself refused (a proxy that cannot be reached or refuses
+    us, a certificate that does not verify): no request can get through as things are set up.
+    One line, naming the proxy with its password masked."""
+
+
+#: Awaited by the client once per request, with the connection in hand, just before the request
+#: is written: the pipeline's rate slot. ``None`` sends at once.
+Ready = Callable[[], Awaitable[None]] | None
+
+
+class Canceller(Protocol):
+    """What the pipeline needs of a client; a scripted fake satisfies it in tests.
+
+    *ready* is awaited once per request, as late as possible: once a connection is open, so the
+    time spent opening one falls before the rate slot and requests leave when their slots say,
+    not bunched behind a slow connect.
+    """
+
+    async def cancel(self, target: Target, ready: Ready = None) -> Exchange: ...

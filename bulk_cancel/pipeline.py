@@ -3,12 +3,12 @@
 One *lane* per subaccount: its workers take rows from a small buffer, and the worker that finds
 it empty takes the next batch from the ledger, marks it ``SENT`` and commits *before* any of it
 is sent, so a kill -9 never loses a request that left. Workers take the lane's rate slot from
-:class:`~bulk_cancel.policy.RateGate` (and the global per-IP cap) once their connection is open,
+:class:`~bulk_cancel.pacing.RateGate` (and the global per-IP cap) once their connection is open,
 send, judge the answer, retry within the :class:`~bulk_cancel.policy.RetryPolicy`, and record the
 final result. A failure for one row is a value; only the stop conditions
 (key refused, subaccount refused, failure threshold, an interrupt) end lanes early.
 
-The pipeline depends on the :class:`~bulk_cancel.client.Canceller` protocol only, so it is
+The pipeline depends on the :class:`~bulk_cancel.model.Canceller` protocol only, so it is
 tested with a scripted fake as well as against the simulator.
 """
 
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from .client import Canceller, Exchange
 from .ledger import Ledger, WorkItem
-from .model import Outcome, Result, Target
-from .policy import Concurrency, Flight, RateGate, RetryPolicy, Stop, Verdict, judge
+from .model import Canceller, Exchange, Outcome, Result, Target
+from .pacing import Concurrency, Flight, RateGate
+from .policy import RetryPolicy, Stop, Verdict, judge
 
 #: Most subaccount lanes running at once (a file can name thousands of subaccounts).
 MAX_ACTIVE_LANES: Final = 16
@@ -143,7 +143,7 @@ class _Slot:
 
     The client awaits it with the connection open, just before writing the request; it notes
     when it let the request go, so the latency that sizes concurrency excludes the wait, and
-    keeps each gate's :class:`~bulk_cancel.policy.Flight` until the answer lands.
+    keeps each gate's :class:`~bulk_cancel.pacing.Flight` until the answer lands.
     """
 
     __slots__ = ("_clock", "_flight", "_gate", "_ip", "_ip_flight", "at")

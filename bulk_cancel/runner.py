@@ -24,10 +24,10 @@ from typing import Any
 import structlog
 
 from . import ingest, readers, writers
-from .client import CancelClient, Canceller, ClientSettings
+from .client import CancelClient, ClientSettings
 from .errors import BulkCancelError, ExitCode, InputError, Interrupted, LedgerError, UsageError
 from .ledger import Ledger, attempt_totals, ledger_path
-from .model import RESULT_COLUMNS, Kind, Outcome, Result
+from .model import RESULT_COLUMNS, Canceller, Kind, Outcome, Result
 from .normalize import canonical_uuid, clean
 from .pipeline import (
     MAX_ACTIVE_LANES,

@@ -1,21 +1,24 @@
-"""Shared fixtures: real files in tmp_path, a real ledger, a scripted canceller."""
+"""Fixtures every test module gets: no proxy from the environment, structlog's defaults after
+each test, and a ledger path. Shared helpers (the key, umids, a scripted canceller) are in
+helpers.py."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
+from helpers import PROXY_VARIABLES
 
-from bulk_cancel.client import Exchange, Ready
-from bulk_cancel.ledger import Ledger
-from bulk_cancel.model import Kind, Target
 
-API_KEY = "sk_test_7f3c9a1e5b2d4c6e8a0b"
-
-#: The variables that route traffic through a proxy (either case): the suite runs without them.
-PROXY_VARIABLES = frozenset({"https_proxy", "http_proxy", "all_proxy", "no_proxy"})
+@pytest.fixture(autouse=True)
+def _structlog_defaults_after_each_test() -> Iterator[None]:
+    """A test that configures logging (through the CLI, or `logs.configure` itself) leaves no
+    configuration behind: the next test starts from structlog's defaults. Tests that check
+    events use `structlog.testing.capture_logs`."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)
@@ -24,37 +27,6 @@ def _no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)
-
-
-def umids(n: int, *, seed: int = 0) -> list[str]:
-    """*n* distinct, reproducible, lowercase UUIDs."""
-    return [str(uuid.UUID(int=(seed << 64) + i + 1, version=4)) for i in range(n)]
-
-
-class ScriptedCanceller:
-    """A Canceller that answers from a script: a function of (target, attempt number)."""
-
-    def __init__(self, answer: Callable[[Target, int], Exchange]) -> None:
-        self.answer = answer
-        self.calls: list[Target] = []
-        self._attempts: dict[Target, int] = {}
-
-    async def cancel(self, target: Target, ready: Ready = None) -> Exchange:
-        if ready is not None:
-            await ready()
-        self.calls.append(target)
-        n = self._attempts.get(target, 0) + 1
-        self._attempts[target] = n
-        return self.answer(target, n)
-
-
-def make_ledger(path: Path, rows: Sequence[tuple[str, str]]) -> Ledger:
-    """A ledger holding (subaccount, umid) rows, ingest finished."""
-    ledger = Ledger.create(path, {"settings": {}})
-    ledger.add((sub, u, Kind.MESSAGE, i + 2, None, None) for i, (sub, u) in enumerate(rows))
-    ledger.set_meta({"ingest_complete": True})
-    ledger.finish_ingest()
-    return ledger
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import API_KEY, PROXY_VARIABLES
+from helpers import API_KEY, PROXY_VARIABLES
 
 
 @dataclass

@@ -6,13 +6,12 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from conftest import ScriptedCanceller, umids
+from helpers import ScriptedCanceller, umids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bulk_cancel.client import Exchange
 from bulk_cancel.ledger import Ledger
-from bulk_cancel.model import Kind, Target
+from bulk_cancel.model import Exchange, Kind, Target
 from bulk_cancel.pipeline import Pipeline, PipelineSettings
 from bulk_cancel.policy import RetryPolicy
 

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import umids
 from e2e import bulk_cancel, simulator, write_csv
+from helpers import umids
 
 from bulk_cancel import cli
 

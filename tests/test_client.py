@@ -14,10 +14,10 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
-from conftest import API_KEY, make_ledger, umids
+from helpers import API_KEY, make_ledger, umids
 
-from bulk_cancel.client import CancelClient, ClientSettings, Exchange, segment, target_path
-from bulk_cancel.model import Kind, Target
+from bulk_cancel.client import CancelClient, ClientSettings, segment, target_path
+from bulk_cancel.model import Exchange, Kind, Target
 from bulk_cancel.pipeline import Pipeline, PipelineSettings
 from bulk_cancel.policy import RetryPolicy
 from bulk_cancel.simulator import Faults, SimulatorConfig, running_simulator

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import API_KEY
+from helpers import API_KEY
 
 from bulk_cancel import cli, config
 from bulk_cancel.config import SETTINGS, Layer, load_file, read_env, render_output, resolve
@@ -382,13 +382,13 @@ def test_a_bad_job_file_exits_2_with_one_line(
 
 #: A valid value, other than the default, for a setting of each kind, as a variable's text.
 _SAMPLE = {
-    config.Kind.TEXT: "abc_sub",
-    config.Kind.COUNT: "7",
-    config.Kind.POSITIVE: "7.25",
-    config.Kind.SECONDS: "7",
-    config.Kind.SHARE: "0.25",
-    config.Kind.BOOL: "true",
-    config.Kind.PATH: "/etc/ssl/corp-ca.pem",
+    config.ValueKind.TEXT: "abc_sub",
+    config.ValueKind.COUNT: "7",
+    config.ValueKind.POSITIVE: "7.25",
+    config.ValueKind.SECONDS: "7",
+    config.ValueKind.SHARE: "0.25",
+    config.ValueKind.BOOL: "true",
+    config.ValueKind.PATH: "/etc/ssl/corp-ca.pem",
 }
 
 
@@ -405,7 +405,7 @@ def test_printed_commands_repeat_every_marked_setting_from_any_layer(tmp_path: P
         text = special.get(entry.name) or _SAMPLE[entry.kind]
         resolved = resolve({}, {entry.env: text}, None, None)
         flags, notes = config.command_flags(resolved)
-        expected = [entry.flag] if entry.kind is config.Kind.BOOL else [entry.flag, text]
+        expected = [entry.flag] if entry.kind is config.ValueKind.BOOL else [entry.flag, text]
         assert list(flags) == expected and notes == (), entry.name
     assert config.command_flags(resolve({}, {}, None, None)) == ((), ())
     sms = config.command_flags(resolve({"product": "sms", "region": "eu"}, {}, None, None))
@@ -420,7 +420,7 @@ def test_printed_commands_never_show_a_password(tmp_path: Path) -> None:
     """A marked setting holding a URL with a password (a proxy): from a flag it is printed with
     **** and a note; from the environment it is left out, and the note says where it comes from."""
     proxy = config.Setting(
-        name="proxy", kind=config.Kind.TEXT, group="API", help="a proxy", in_commands=True
+        name="proxy", kind=config.ValueKind.TEXT, group="API", help="a proxy", in_commands=True
     )
     secret = "http://ops:s3cret-pw@proxy.example:3128"
     for layer, origin in ((Layer.FLAG, "--proxy"), (Layer.ENV, "BULK_CANCEL_PROXY")):

@@ -9,9 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import structlog
+from structlog.testing import capture_logs
 
-from bulk_cancel import logs
 from bulk_cancel.display import (
     confirmation_question,
     live_progress,
@@ -59,19 +58,16 @@ def test_progress_fields_compute_rate_and_eta() -> None:
 
 async def test_progress_events_when_not_on_a_tty() -> None:
     """Off a terminal, a `run.progress` JSON event is logged every few seconds with the figures."""
-    stream = io.StringIO()
-    logs.configure(stream=stream, json=True)
     p = Progress(total=10)
-    async with live_progress(p, tty=False, every_s=0.05):
-        for _ in range(4):
-            p.done += 1
-            p.counts["cancelled"] += 1
-            await asyncio.sleep(0.06)
-    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    with capture_logs() as events:
+        async with live_progress(p, tty=False, every_s=0.05):
+            for _ in range(4):
+                p.done += 1
+                p.counts["cancelled"] += 1
+                await asyncio.sleep(0.06)
     progress = [e for e in events if e["event"] == "run.progress"]
     assert len(progress) >= 2
     assert progress[-1]["total"] == 10 and progress[-1]["done"] >= 2
-    structlog.reset_defaults()
 
 
 async def test_rich_bar_on_a_terminal() -> None:
@@ -101,18 +97,16 @@ async def test_nothing_is_shown_for_a_run_that_never_sends() -> None:
 
 async def test_no_progress_events_before_sending_starts() -> None:
     """Off a terminal too, `run.progress` events begin only once sending starts."""
-    stream = io.StringIO()
-    logs.configure(stream=stream, json=True)
     sending = asyncio.Event()
     p = Progress(total=10)
-    async with live_progress(p, tty=False, every_s=0.05, sending=sending):
-        await asyncio.sleep(0.2)
-        assert stream.getvalue() == ""
-        sending.set()
-        await asyncio.sleep(0.2)
-    events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
-    assert events and set(events) == {"run.progress"}
-    structlog.reset_defaults()
+    with capture_logs() as events:
+        async with live_progress(p, tty=False, every_s=0.05, sending=sending):
+            await asyncio.sleep(0.2)
+            assert events == []
+            sending.set()
+            await asyncio.sleep(0.2)
+    names = [e["event"] for e in events]
+    assert names and set(names) == {"run.progress"}
 
 
 def test_summary_table_shows_outcomes_shares_and_next_steps() -> None:
@@ -143,16 +137,13 @@ def test_report_loads_a_summary_from_results_or_ledger_paths(tmp_path: Path) -> 
 async def test_progress_shows_rows_read_and_answered_while_reading() -> None:
     """While the input is read, events carry read, its estimated total and answered; the bar
     says "read N of about M" beside answered of those read; no ETA while the total grows."""
-    stream = io.StringIO()
-    logs.configure(stream=stream, json=True)
     p = Progress(total=500, done=120, read=900, read_total=10_000, reading=True)
-    async with live_progress(p, tty=False, every_s=0.05):
-        await asyncio.sleep(0.12)
-    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    with capture_logs() as events:
+        async with live_progress(p, tty=False, every_s=0.05):
+            await asyncio.sleep(0.12)
     last = [e for e in events if e["event"] == "run.progress"][-1]
     assert (last["read"], last["read_total"], last["reading"]) == (900, 10_000, True)
     assert (last["done"], last["total"], last["eta_s"]) == (120, 500, None)
-    structlog.reset_defaults()
     bar = io.StringIO()
     async with live_progress(p, tty=True, stream=bar, width=160):
         await asyncio.sleep(0.05)

@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from conftest import API_KEY, umids
 from e2e import (
     SimProcess,
     bulk_cancel,
@@ -23,6 +22,7 @@ from e2e import (
     simulator,
     write_csv,
 )
+from helpers import API_KEY, umids
 
 SUB = "acme_hq"
 

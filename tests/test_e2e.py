@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import API_KEY, umids
 from e2e import bulk_cancel, on_terminal, read_results, read_summary, simulator, write_csv
+from helpers import API_KEY, umids
 from openpyxl import Workbook
 
 from bulk_cancel.errors import ExitCode

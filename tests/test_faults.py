@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY, make_ledger, umids
+from helpers import API_KEY, make_ledger, umids
 
 from bulk_cancel.client import CancelClient, ClientSettings
 from bulk_cancel.ledger import Ledger

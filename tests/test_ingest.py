@@ -8,7 +8,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from conftest import umids
+from helpers import umids
 
 from bulk_cancel import ingest, readers
 from bulk_cancel.errors import InputError, LedgerError

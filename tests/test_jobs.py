@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import API_KEY, umids
 from e2e import (
     SimProcess,
     bulk_cancel,
@@ -28,6 +27,7 @@ from e2e import (
     wait_for_requests,
     write_csv,
 )
+from helpers import API_KEY, umids
 
 from bulk_cancel.config import ResolvedSettings, resolve
 from bulk_cancel.errors import ConfigError, ExitCode, Interrupted, LedgerError, UsageError

@@ -8,7 +8,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from conftest import make_ledger, umids
+from helpers import make_ledger, umids
 
 from bulk_cancel.errors import LedgerError
 from bulk_cancel.ledger import Ledger, ledger_path

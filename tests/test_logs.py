@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
+from typing import Any
 
+import pytest
 import structlog
-from conftest import API_KEY
+from helpers import API_KEY
 
 from bulk_cancel import logs
 
-
-def capture(**kw: object) -> io.StringIO:
-    stream = io.StringIO()
-    logs.configure(secrets=[API_KEY], stream=stream, **kw)  # type: ignore[arg-type]
-    return stream
+Capture = Callable[..., io.StringIO]
 
 
-def test_json_lines_when_not_a_tty() -> None:
+@pytest.fixture
+def capture() -> Capture:
+    """`logs.configure` (the key as its secret) into a fresh stream, which it returns.
+
+    These tests are about that configuration itself, so they render real lines; conftest puts
+    structlog's defaults back after each test.
+    """
+
+    def configure(**kw: Any) -> io.StringIO:
+        stream = io.StringIO()
+        logs.configure(secrets=[API_KEY], stream=stream, **kw)
+        return stream
+
+    return configure
+
+
+def test_json_lines_when_not_a_tty(capture: Capture) -> None:
     """Off a terminal every event is one JSON object with its dotted name and level."""
     stream = capture()
     structlog.get_logger().info("run.started", rate_per_s=1500)
@@ -28,7 +43,7 @@ def test_json_lines_when_not_a_tty() -> None:
     assert "timestamp" in event
 
 
-def test_key_is_redacted_in_values_nested_values_and_exceptions() -> None:
+def test_key_is_redacted_in_values_nested_values_and_exceptions(capture: Capture) -> None:
     """The key never reaches a log line, wherever it hides in an event."""
     stream = capture(level="debug")
     log = structlog.get_logger()
@@ -43,7 +58,7 @@ def test_key_is_redacted_in_values_nested_values_and_exceptions() -> None:
     assert text.count(logs.REDACTED) >= 4
 
 
-def test_console_renderer_on_request() -> None:
+def test_console_renderer_on_request(capture: Capture) -> None:
     """json=False renders for people (no JSON), still without the key."""
     stream = capture(json=False)
     structlog.get_logger().warning("settings.warning", message=f"key {API_KEY}")

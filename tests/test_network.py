@@ -3,17 +3,17 @@ how its password is kept out of sight, and the CA bundle's checks."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 import structlog
 import trustme
-from conftest import ScriptedCanceller, make_ledger, umids
+from helpers import ScriptedCanceller, make_ledger, umids
+from structlog.testing import capture_logs
 
 from bulk_cancel import config, logs
-from bulk_cancel.client import Exchange
 from bulk_cancel.errors import ConfigError
+from bulk_cancel.model import Exchange
 from bulk_cancel.pipeline import Pipeline, PipelineSettings, StopReason
 from bulk_cancel.policy import Stop, judge
 from bulk_cancel.settings import check_proxy, mask_url, proxy_from_env, url_secrets
@@ -142,14 +142,12 @@ def test_a_ca_bundle_must_be_a_pem_file(tmp_path: Path) -> None:
 
 def test_logs_redact_the_proxy_password() -> None:
     """A log line holding the proxy URL, whichever spelling, shows no password."""
-    stream = io.StringIO()
     url = "http://ops:p%40ss-word@proxy:3128"
-    logs.configure(secrets=url_secrets(url), json=True, stream=stream)
-    try:
+    with capture_logs(processors=[logs.RedactSecrets(url_secrets(url))]) as events:
         structlog.get_logger("t").info("x", proxy=url, decoded="p@ss-word")
-    finally:
-        structlog.reset_defaults()
-    assert "p%40ss-word" not in stream.getvalue() and "p@ss-word" not in stream.getvalue()
+    (event,) = events
+    assert event["proxy"] == "http://ops:[REDACTED]@proxy:3128"
+    assert "p%40ss-word" not in str(event) and "p@ss-word" not in str(event)
 
 
 def test_judge_stops_the_run_on_a_blocked_way() -> None:

@@ -6,13 +6,13 @@ import asyncio
 import itertools
 from pathlib import Path
 
-from conftest import ScriptedCanceller, make_ledger, umids
+from helpers import ScriptedCanceller, make_ledger, umids
 
-from bulk_cancel.client import Exchange, Ready
 from bulk_cancel.ledger import Ledger
-from bulk_cancel.model import Kind, Target
+from bulk_cancel.model import Exchange, Kind, Ready, Target
+from bulk_cancel.pacing import RateGate
 from bulk_cancel.pipeline import Pipeline, PipelineSettings, StopReason
-from bulk_cancel.policy import RateGate, RetryPolicy
+from bulk_cancel.policy import RetryPolicy
 
 FAST = RetryPolicy(max_attempts=4, max_elapsed_s=5, initial_backoff_s=0.001, max_backoff_s=0.01)
 OK = Exchange(status=200, cancelled_count=1)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import trustme
 from aiohttp import web
-from conftest import API_KEY, PROXY_VARIABLES, umids
+from helpers import API_KEY, PROXY_VARIABLES, umids
 
 from bulk_cancel.client import CancelClient, ClientSettings
 from bulk_cancel.errors import ExitCode

@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any, cast
 
 import pytest
-from conftest import umids
+from helpers import umids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -753,7 +753,7 @@ def test_permission_error_becomes_one_line(tmp_path: Path, monkeypatch: pytest.M
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(readers, "open", refuse, raising=False)
+    monkeypatch.setattr(readers.files, "open", refuse, raising=False)
     assert input_error(path) == f"{path}: cannot be read (permission denied); check its permissions"
 
 

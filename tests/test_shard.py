@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import umids
 from e2e import (
     SimProcess,
     bulk_cancel,
@@ -18,6 +17,7 @@ from e2e import (
     wait_for_requests,
     write_csv,
 )
+from helpers import umids
 
 from bulk_cancel.shard import Shard, owner, parse_shard
 

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import API_KEY, umids
+from helpers import API_KEY, umids
 from yarl import URL
 
 from bulk_cancel import simulator
