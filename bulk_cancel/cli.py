@@ -10,17 +10,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
+import gc
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from . import __version__
-from .errors import BulkCancelError, ConfigError, ExitCode
+from .errors import BulkCancelError, ConfigError, ExitCode, Interrupted
 
 T = TypeVar("T")
 
@@ -441,10 +442,98 @@ async def _with_progress(runner: Any, *, tty: bool) -> Any:
     from .display import live_progress
 
     async with live_progress(runner.progress, tty=tty, sending=runner.sending):
-        return await runner.run()
+        return await owning_signals(runner)
 
 
-def _ask(plan: dict[str, Any]) -> bool:
+async def owning_signals(runner: Any) -> Any:
+    """Run *runner* (a :class:`~bulk_cancel.runner.Runner`) as the process's owner.
+
+    While the input is read (synchronously: the loop cannot run its handlers) a SIGINT/SIGTERM
+    is only noted, in a plain handler, and the reading stops at its next chunk, nothing sent.
+    Once sending, the loop's handlers take over: a first signal stops taking rows and lets
+    requests in flight finish for up to the drain timeout, then results are written (exit 130 or
+    143); a second one commits the ledger and leaves at once. Every handler is put back as it
+    was when the run ends.
+    """
+    loop = asyncio.get_running_loop()
+
+    def note(signum: int, frame: object) -> None:
+        runner.note_signal(signum)
+
+    def on_signal(signum: int) -> None:
+        if runner.noted_signal is not None:
+            # Second signal: leave at once. Every SQLite statement is atomic, so the ledger
+            # is consistent as it stands; rows in flight stay SENT and resume as ambiguous.
+            runner.commit()
+            os._exit(128 + signum)
+        runner.interrupt(signum)
+
+    installed: list[int] = []
+    with handling_signals(note):
+        run = asyncio.ensure_future(runner.run())
+        sending = asyncio.ensure_future(runner.sending.wait())
+        try:
+            await asyncio.wait({run, sending}, return_when=asyncio.FIRST_COMPLETED)
+            if run.done():
+                return run.result()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(signum, on_signal, signum)
+                    installed.append(signum)
+            if runner.noted_signal is not None:  # noted as the sending began
+                runner.interrupt(runner.noted_signal)
+            # Everything alive now (modules, settings, the ledger) lives until the run ends.
+            # Freezing it keeps Python's full collections from walking it all while sending:
+            # one stalls the loop for 10-30 ms, and requests due meanwhile leave together
+            # (measured: a server counting arrivals saw 1,834-1,846 in one second at a 1,791/s
+            # pace, 1,802 frozen).
+            gc.freeze()
+            try:
+                return await run
+            finally:
+                gc.unfreeze()
+        finally:
+            sending.cancel()
+            for number in installed:
+                loop.remove_signal_handler(number)
+
+
+@contextmanager
+def handling_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to *handler* for the block, then back to whoever had them."""
+    previous = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with suppress(ValueError):  # not the main thread: leave the handlers alone
+                previous[signum] = signal.signal(signum, handler)
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def prompting(confirm: Callable[[dict[str, Any]], bool]) -> Callable[[dict[str, Any]], bool]:
+    """*confirm* with a signal during it raising :class:`~bulk_cancel.errors.Interrupted`.
+
+    The prompt blocks in ``input()``: only an exception raised by a handler ends the wait. The
+    event loop's own SIGINT handler would merely cancel the task, which ``input()`` never sees,
+    so a first Ctrl-C would do nothing at all. The runner says what was kept.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(
+            "interrupted at the confirmation; nothing was sent and no ledger was kept",
+            sigterm=signum == signal.SIGTERM,
+        )
+
+    def ask(plan: dict[str, Any]) -> bool:
+        with handling_signals(interrupt):
+            return confirm(plan)
+
+    return ask
+
+
+def _ask_input(plan: dict[str, Any]) -> bool:
     """On a terminal, say what is about to be cancelled and ask; anything but y/yes is no."""
     from .display import confirmation_question
 
@@ -453,6 +542,9 @@ def _ask(plan: dict[str, Any]) -> bool:
     except EOFError:
         return False
     return answer.strip().lower() in {"y", "yes"}
+
+
+_ask = prompting(_ask_input)
 
 
 def _print_plans(runs: list[Any], *, several: bool) -> int:

@@ -32,6 +32,7 @@ from e2e import (
 from bulk_cancel.config import ResolvedSettings, resolve
 from bulk_cancel.errors import ConfigError, ExitCode, Interrupted, LedgerError, UsageError
 from bulk_cancel.jobs import SIDECAR_SUFFIX, DropFolder, job_lock, plan_runs, run_job
+from bulk_cancel.cli import prompting
 from bulk_cancel.runner import Runner, RunResult
 from bulk_cancel.settings import RunSettings
 from bulk_cancel.simulator import Faults, SimulatorConfig, running_simulator
@@ -255,7 +256,7 @@ async def test_ctrl_c_at_the_prompt_puts_the_file_back(tmp_path: Path) -> None:
 
     async with running_simulator() as sim:
         with pytest.raises(Interrupted, match="interrupted at the confirmation"):
-            await run_job(nightly(tmp_path, sim.url), Runs(confirm=ctrl_c))
+            await run_job(nightly(tmp_path, sim.url), Runs(confirm=prompting(ctrl_c)))
         assert sim.state.requests == 0
     assert names(tmp_path / "incoming") == ["e.csv"] and names(tmp_path / "processing") == []
 
