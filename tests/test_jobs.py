@@ -29,10 +29,10 @@ from e2e import (
     write_csv,
 )
 
+from bulk_cancel.cli import prompting
 from bulk_cancel.config import ResolvedSettings, resolve
 from bulk_cancel.errors import ConfigError, ExitCode, Interrupted, LedgerError, UsageError
 from bulk_cancel.jobs import SIDECAR_SUFFIX, DropFolder, job_lock, plan_runs, run_job
-from bulk_cancel.cli import prompting
 from bulk_cancel.runner import Runner, RunResult
 from bulk_cancel.settings import RunSettings
 from bulk_cancel.simulator import Faults, SimulatorConfig, running_simulator
