@@ -160,7 +160,7 @@ async def cancel_async(
     Returns a DataFrame of the results columns, then the input's own columns; whole-number
     columns are ``Int64``. ``results.attrs["summary"]`` is the run's :class:`Summary`.
     """
-    from .runner import Runner
+    from .runner import NextSteps, Runner
 
     flags = _flags(subaccount, settings)
     key = _api_key(api_key)
@@ -181,12 +181,25 @@ async def cancel_async(
         else:
             out, write_files = Path(output), True
         run_settings = _run_settings(flags, input_path, out, resume=resume)
-        runner = Runner(run_settings, key, ledger=ledger_file, write_files=write_files)
+        if ledger is None and output is None:
+            resume_hint = (
+                "call again with ledger=PATH to keep a ledger that resume=True finishes; "
+                "rows without an answer are not_attempted in the results"
+            )
+        else:
+            kept = ledger_file if ledger_file is not None else f"the ledger beside {out}"
+            resume_hint = f"call again with resume=True ({kept})"
+        runner = Runner(
+            run_settings,
+            key,
+            ledger=ledger_file,
+            write_files=write_files,
+            next_steps=NextSteps(resume=resume_hint, commands=False),
+        )
         result = await _run_cancellably(runner)
         frame = results_frame(runner.ledger_path)
-        summary = Summary.from_dict(result.summary)
-        frame.attrs["summary"] = summary
-        _raise_for(result, summary, frame)
+        frame.attrs["summary"] = result.summary
+        _raise_for(result, result.summary, frame)
         return frame
 
 

@@ -12,16 +12,21 @@ import asyncio
 import difflib
 import gc
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from . import __version__
 from .errors import BulkCancelError, ConfigError, ExitCode, Interrupted
+
+if TYPE_CHECKING:
+    from .runner import NextSteps
+    from .settings import RunSettings
 
 T = TypeVar("T")
 
@@ -378,7 +383,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     async def run_one(settings: Any) -> Any:
         for note in settings.warnings():
             log.warning("settings.warning", message=note)
-        runner = Runner(settings, key, confirm=confirm)
+        runner = Runner(settings, key, confirm=confirm, next_steps=next_steps(settings))
         result = await _with_progress(runner, tty=tty and not voice.json)
         _tell(settings, result, tty=tty, json=voice.json)
         return result
@@ -390,19 +395,19 @@ def _tell(settings: Any, result: Any, *, tty: bool, json: bool) -> None:
     """The end of one run: the summary table on a terminal, one line off it; in JSON mode,
     events (``run.summary``, ``run.stopped``, ``run.retry_hint``) and nothing else on stderr."""
     summary = result.summary
-    retry = summary.get("retry_failed_command") if result.message is None else None
+    retry = summary.retry_failed_command if result.message is None else None
     if json:
         import structlog
 
         log = structlog.get_logger("bulk_cancel")
         if result.nothing_to_do:
-            log.info("run.nothing_to_do", message=result.message, exit_code=summary["exit_code"])
+            log.info("run.nothing_to_do", message=result.message, exit_code=summary.exit_code)
             return
         log.info(
             "run.summary",
-            counts={k: v for k, v in summary["counts"].items() if v},
-            unique=summary["unique"],
-            exit_code=summary["exit_code"],
+            counts={k: v for k, v in summary.counts.items() if v},
+            unique=summary.unique,
+            exit_code=summary.exit_code,
             results=str(settings.output),
             summary=str(result.summary_path),
         )
@@ -423,9 +428,9 @@ def _tell(settings: Any, result: Any, *, tty: bool, json: bool) -> None:
 
         summary_table(summary, sys.stderr, tty=True)
     else:
-        counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if v)
+        counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items() if v)
         print(
-            f"bulk-cancel: {summary['unique']} unique rows ({counts or 'none'}); "
+            f"bulk-cancel: {summary.unique} unique rows ({counts or 'none'}); "
             f"results: {settings.output}; summary: {result.summary_path}",
             file=sys.stderr,
         )
@@ -434,6 +439,61 @@ def _tell(settings: Any, result: Any, *, tty: bool, json: bool) -> None:
     elif not tty and retry:
         # The table on a terminal shows it; a cron mail or a CI log gets the same command here.
         print(f"bulk-cancel: to re-send the failures: {retry}", file=sys.stderr)
+
+
+def next_steps(settings: RunSettings) -> NextSteps:
+    """The commands a stopped run prints (and keeps in its summary) to finish it or to re-send
+    its failures, word for word as the shell takes them."""
+    from .runner import NextSteps
+
+    _, notes = settings.command_flags
+    return NextSteps(
+        resume=resume_command(settings),
+        retry_failed=retry_failed_command(settings),
+        notes=tuple(notes),
+    )
+
+
+def resume_command(settings: RunSettings) -> str:
+    """The exact command that finishes an interrupted run, to copy and paste.
+
+    A run from a job file names the job file first, so that the job's other settings (rate,
+    metrics, split, its lock) apply again; the flags after it pin this run's input and output (a
+    job's input may be a glob, its output a template holding ``{date}``) and what is sent. A drop
+    folder's file is finished by the job's next run, which resumes what is left in processing/.
+    """
+    s = settings
+    if s.job_file is not None and s.archive_dir is not None:
+        return shlex.join(["bulk-cancel", "run", str(s.job_file), *_what_is_sent(s)])
+    parts = ["bulk-cancel", "run"]
+    if s.job_file is not None:
+        parts.append(str(s.job_file))
+    if s.input is not None:
+        parts += ["--input", s.input]
+    return shlex.join([*parts, *_what_is_sent(s), "--output", str(s.output), "--resume"])
+
+
+def retry_failed_command(settings: RunSettings) -> str:
+    """The exact command that re-sends only the rows this run left ``failed`` or ``not_attempted``.
+
+    From a job file it names the job file and this run's input (a glob would match other files
+    too). A drop folder refuses ``--retry-failed``, so one of its files is retried by flags alone.
+    """
+    s = settings
+    parts = ["bulk-cancel", "run"]
+    if s.job_file is not None and s.archive_dir is None:
+        parts.append(str(s.job_file))
+        if s.input not in (None, "-"):
+            parts += ["--input", str(s.input)]
+    return shlex.join([*parts, *_what_is_sent(s), "--output", str(s.output), "--retry-failed"])
+
+
+def _what_is_sent(settings: RunSettings) -> list[str]:
+    """The flags of every setting that shapes the traffic or decides what is read and where it
+    is sent (the registry's ``in_commands``), whatever layer set it: the environment or config
+    of the next shell cannot change them."""
+    flags, _ = settings.command_flags
+    return list(flags)
 
 
 async def _with_progress(runner: Any, *, tty: bool) -> Any:
@@ -555,7 +615,7 @@ def _print_plans(runs: list[Any], *, several: bool) -> int:
 
     if len(runs) == 1 and not several:
         return _print_plan(runs[0])
-    plans = [{"input": s.input, "output": str(s.output), **Runner(s, "").plan()} for s in runs]
+    plans = [{"input": s.input, "output": str(s.output), **_plan(Runner(s, ""))} for s in runs]
     print(json.dumps({"runs": plans}, indent=2))
     return int(ExitCode.OK)
 
@@ -594,7 +654,7 @@ def _print_plan(settings: Any, fmt: str = "json") -> int:
 
     from .runner import Runner
 
-    plan = Runner(settings, "").plan()
+    plan = _plan(Runner(settings, ""))
     if fmt == "table":
         from .display import plan_table
 
@@ -604,10 +664,18 @@ def _print_plan(settings: Any, fmt: str = "json") -> int:
     return int(ExitCode.OK)
 
 
+def _plan(runner: Any) -> dict[str, Any]:
+    """A dry run's plan; a signal while reading stops at the next chunk (exit 130/143)."""
+    with handling_signals(lambda signum, frame: runner.note_signal(signum)):
+        plan: dict[str, Any] = runner.plan()
+    return plan
+
+
 def _cmd_report(ns: argparse.Namespace) -> int:
     import json
 
     from .display import breakdown_table, load_breakdown, load_summary, summary_table
+    from .model import Summary
 
     summary = load_summary(ns.path)
     breakdown = load_breakdown(ns.path, ns.by) if ns.by else None
@@ -618,7 +686,7 @@ def _cmd_report(ns: argparse.Namespace) -> int:
             )
         )
     else:
-        summary_table(summary, sys.stdout, tty=sys.stdout.isatty())
+        summary_table(Summary.from_dict(summary), sys.stdout, tty=sys.stdout.isatty())
         if breakdown is not None:
             breakdown_table(breakdown, sys.stdout)
     return int(ExitCode.OK)
@@ -629,12 +697,13 @@ def _cmd_merge(ns: argparse.Namespace) -> int:
 
     from .display import summary_table
     from .merge import merge
+    from .model import Summary
 
     summary = merge(ns.output, ns.results)
     if ns.format == "json":
         print(json.dumps(summary, indent=2))
     else:
-        summary_table(summary, sys.stdout, tty=sys.stdout.isatty())
+        summary_table(Summary.from_dict(summary), sys.stdout, tty=sys.stdout.isatty())
     return int(summary["exit_code"])
 
 

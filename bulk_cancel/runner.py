@@ -8,6 +8,7 @@ rebuilt from the ledger and written atomically, whatever way phase 2 ended.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shlex
 import signal
 import tempfile
@@ -17,7 +18,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -25,7 +26,7 @@ from . import ingest, readers, writers
 from .client import CancelClient, Canceller, ClientSettings
 from .errors import BulkCancelError, ExitCode, InputError, Interrupted, LedgerError, UsageError
 from .ledger import Ledger, attempt_totals, ledger_path
-from .model import RESULT_COLUMNS, Kind, Outcome, Result
+from .model import RESULT_COLUMNS, Kind, Outcome, Result, Summary
 from .normalize import canonical_uuid, clean
 from .pipeline import (
     MAX_ACTIVE_LANES,
@@ -58,7 +59,7 @@ class RunResult:
     """What the command reports when a run ends."""
 
     exit_code: ExitCode
-    summary: dict[str, Any]
+    summary: Summary
     summary_path: Path | None = None
     message: str | None = None
     plan: dict[str, Any] | None = None
@@ -82,54 +83,27 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def resume_command(settings: RunSettings) -> str:
-    """The exact command that finishes an interrupted run, to copy and paste.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NextSteps:
+    """How the caller tells its user to finish, or re-send the failures of, a stopped run.
 
-    A run from a job file names the job file first, so that the job's other settings (rate,
-    metrics, split, its lock) apply again; the flags after it pin this run's input and output (a
-    job's input may be a glob, its output a template holding ``{date}``) and what is sent. A drop
-    folder's file is finished by the job's next run, which resumes what is left in processing/.
+    The command (:func:`bulk_cancel.cli.next_steps`) gives shell commands, which the summary
+    keeps (``resume_command``, ``retry_failed_command``, ``command_notes``); the library gives
+    words about its own call, which the summary does not keep.
     """
-    s = settings
-    if s.job_file is not None and s.archive_dir is not None:
-        return shlex.join(["bulk-cancel", "run", str(s.job_file), *_what_is_sent(s)])
-    parts = ["bulk-cancel", "run", *_job_file(s)]
-    if s.input is not None:
-        parts += ["--input", s.input]
-    return shlex.join([*parts, *_what_is_sent(s), "--output", str(s.output), "--resume"])
+
+    resume: str
+    retry_failed: str | None = None
+    notes: tuple[str, ...] = ()
+    """What the commands need from the user (a password left out of them)."""
+    commands: bool = True
+    """Shell commands, kept in the summary."""
 
 
-def retry_failed_command(settings: RunSettings) -> str:
-    """The exact command that re-sends only the rows this run left ``failed`` or ``not_attempted``.
-
-    From a job file it names the job file and this run's input (a glob would match other files
-    too). A drop folder refuses ``--retry-failed``, so one of its files is retried by flags alone.
-    """
-    s = settings
-    parts = ["bulk-cancel", "run"]
-    if s.job_file is not None and s.archive_dir is None:
-        parts.append(str(s.job_file))
-        if s.input not in (None, "-"):
-            parts += ["--input", str(s.input)]
-    return shlex.join([*parts, *_what_is_sent(s), "--output", str(s.output), "--retry-failed"])
-
-
-def _job_file(settings: RunSettings) -> list[str]:
-    return [] if settings.job_file is None else [str(settings.job_file)]
-
-
-def _what_is_sent(settings: RunSettings) -> list[str]:
-    """The flags of every setting that shapes the traffic or decides what is read and where it
-    is sent (the registry's ``in_commands``), whatever layer set it: the environment or config
-    of the next shell cannot change them."""
-    flags, _ = settings.command_flags
-    return list(flags)
-
-
-def command_notes(settings: RunSettings) -> list[str]:
-    """What the printed commands need from the user (a password left out of them)."""
-    _, notes = settings.command_flags
-    return list(notes)
+#: A run without a caller's word: the library's.
+LIBRARY_STEPS: Final = NextSteps(
+    resume="run it again with the same ledger= and resume=True", commands=False
+)
 
 
 class Runner:
@@ -143,7 +117,8 @@ class Runner:
     :meth:`interrupt` when its task is cancelled.
 
     *ledger* overrides the ledger's place (beside the output by default); *write_files* False
-    keeps the results in the ledger only (the library builds its DataFrame from it).
+    keeps the results in the ledger only (the library builds its DataFrame from it);
+    *next_steps* words what the messages and the summary tell the user to do next.
     """
 
     def __init__(
@@ -157,8 +132,10 @@ class Runner:
         confirm: Callable[[dict[str, Any]], bool] | None = None,
         ledger: Path | None = None,
         write_files: bool = True,
+        next_steps: NextSteps = LIBRARY_STEPS,
     ) -> None:
         self.settings = settings
+        self.next_steps = next_steps
         self.ledger_path = ledger if ledger is not None else ledger_path(settings.output)
         self._write_files = write_files
         self._ledger: Ledger | None = None
@@ -644,20 +621,26 @@ class Runner:
         )
         raise _NothingSent(error)
 
-    def _note_reading(self, summary: dict[str, Any]) -> None:
+    def _note_reading(self, summary: Summary) -> Summary:
         """Say in the summary whether the whole input was read; if not, the run is not done."""
         assert self._streamer is not None
         complete = self._streamer.reading.complete
-        summary["ingest_complete"] = complete
         if complete:
-            return
+            return dataclasses.replace(summary, ingest_complete=True)
+        exit_code = summary.exit_code
         if self._read_error is not None:
-            summary["exit_code"] = int(self._read_error.exit_code)
-        elif summary["exit_code"] == ExitCode.OK:
-            summary["exit_code"] = int(ExitCode.INCOMPLETE)
-        summary.setdefault("resume_command", resume_command(self.settings))
-        # --retry-failed needs the whole input read: the resume command is the one that helps.
-        summary.pop("retry_failed_command", None)
+            exit_code = int(self._read_error.exit_code)
+        elif exit_code == ExitCode.OK:
+            exit_code = int(ExitCode.INCOMPLETE)
+        steps = self.next_steps
+        return dataclasses.replace(
+            summary,
+            ingest_complete=False,
+            exit_code=exit_code,
+            resume_command=summary.resume_command or (steps.resume if steps.commands else None),
+            # --retry-failed needs the whole input read: the resume command is the one that helps.
+            retry_failed_command=None,
+        )
 
     def _read_error_message(self) -> str | None:
         if self._read_error is None:
@@ -744,12 +727,16 @@ class Runner:
                 summary = self._summary(ledger, report, started_wall)
                 self._write_outputs(ledger, summary, announce=False)
                 return RunResult(
-                    exit_code=ExitCode(summary["exit_code"]),
+                    exit_code=ExitCode(summary.exit_code),
                     summary=summary,
                     summary_path=writers.summary_path(s.output),
                     message=f"nothing to {'re-send' if s.retry_failed else 'resume'}: every "
-                    f"row of {ledger.path.name} has its final answer (bulk-cancel report "
-                    f"{shlex.quote(str(s.output))})",
+                    f"row of {ledger.path.name} has its final answer"
+                    + (
+                        f" (bulk-cancel report {shlex.quote(str(s.output))})"
+                        if self.next_steps.commands
+                        else ""
+                    ),
                     nothing_to_do=True,
                     ledger=ledger.path,
                 )
@@ -785,12 +772,12 @@ class Runner:
             ledger.commit()
             summary = self._summary(ledger, report, started_wall)
             if self._streamer is not None:
-                self._note_reading(summary)
+                summary = self._note_reading(summary)
             self._write_outputs(ledger, summary)
         finally:
             ledger.close()
         return RunResult(
-            exit_code=ExitCode(summary["exit_code"]),
+            exit_code=ExitCode(summary.exit_code),
             summary=summary,
             summary_path=writers.summary_path(s.output),
             message=self._read_error_message() or self._closing_message(report),
@@ -872,7 +859,7 @@ class Runner:
             return ExitCode.INCOMPLETE
         return ExitCode.OK
 
-    def _summary(self, ledger: Ledger, report: RunReport, started_at: str) -> dict[str, Any]:
+    def _summary(self, ledger: Ledger, report: RunReport, started_at: str) -> Summary:
         """The summary of the whole ledger: counts, and requests and time over every attempt
         (``attempts`` lists each: first run, resumes, retries)."""
         s = self.settings
@@ -884,47 +871,44 @@ class Runner:
         totals = attempt_totals(attempts)
         elapsed_s = totals["elapsed_s"]
         requests = int(meta.get("requests", 0))
-        summary: dict[str, Any] = {
-            "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
-            "cancelled_total": cancelled_total,
-            "input_rows": meta.get("input_rows", 0),
-            "unique": unique,
-            "duplicates": meta.get("duplicates", 0),
-            "blank_rows": meta.get("blank_rows", 0),
-            "requests": requests,
-            "retries": meta.get("retries", 0),
-            "requests_this_run": self.progress.requests,
-            "retries_this_run": self.progress.retries,
-            "throttled_this_run": self.progress.throttled,
-            "started_at": attempts[0]["started_at"] if attempts else started_at,
-            "finished_at": _now(),
-            "elapsed_s": elapsed_s,
-            "achieved_rate_per_s": round(requests / elapsed_s, 1) if elapsed_s else 0.0,
-            "attempts": attempts,
-            "exit_code": int(exit_code),
-            "stop_reason": report.stop_reason,
-            "stop_detail": report.stop_detail,
-            "rejected_subaccounts": report.rejected_subaccounts,
-            "results": str(s.output) if self._write_files else None,
-            "ledger": str(ledger.path),
-            "input_checksum": meta.get("input_checksum"),
-            "shard": None if s.shard is None else str(s.shard),
-            "settings": s.public(),
-        }
-        if exit_code != ExitCode.OK:
-            summary["resume_command"] = resume_command(s)
-            summary["retry_failed_command"] = retry_failed_command(s)
-            if command_notes(s):
-                summary["command_notes"] = command_notes(s)
-        return summary
+        steps = self.next_steps
+        commands = steps.commands and exit_code != ExitCode.OK
+        return Summary(
+            counts={o.value: counts.get(o.value, 0) for o in Outcome},
+            cancelled_total=cancelled_total,
+            input_rows=meta.get("input_rows", 0),
+            unique=unique,
+            duplicates=meta.get("duplicates", 0),
+            blank_rows=meta.get("blank_rows", 0),
+            requests=requests,
+            retries=meta.get("retries", 0),
+            requests_this_run=self.progress.requests,
+            retries_this_run=self.progress.retries,
+            throttled_this_run=self.progress.throttled,
+            started_at=attempts[0]["started_at"] if attempts else started_at,
+            finished_at=_now(),
+            elapsed_s=elapsed_s,
+            achieved_rate_per_s=round(requests / elapsed_s, 1) if elapsed_s else 0.0,
+            attempts=tuple(attempts),
+            exit_code=int(exit_code),
+            stop_reason=report.stop_reason,
+            stop_detail=report.stop_detail,
+            rejected_subaccounts=tuple(report.rejected_subaccounts),
+            results=str(s.output) if self._write_files else None,
+            ledger=str(ledger.path),
+            input_checksum=meta.get("input_checksum"),
+            shard=None if s.shard is None else str(s.shard),
+            settings=s.public(),
+            resume_command=steps.resume if commands else None,
+            retry_failed_command=steps.retry_failed if commands else None,
+            command_notes=steps.notes if commands and steps.notes else None,
+        )
 
-    def _write_outputs(
-        self, ledger: Ledger, summary: dict[str, Any], *, announce: bool = True
-    ) -> None:
+    def _write_outputs(self, ledger: Ledger, summary: Summary, *, announce: bool = True) -> None:
         s = self.settings
         if not self._write_files:
             if announce:
-                log.info("run.finished", counts=summary["counts"], exit_code=summary["exit_code"])
+                log.info("run.finished", counts=summary.counts, exit_code=summary.exit_code)
             return
         meta = ledger.meta()
         extra = meta.get("extra_columns", [])
@@ -935,8 +919,9 @@ class Runner:
             "delimiter": ";" if meta.get("input_delimiter") == ";" else ",",
             "bom": bool(meta.get("input_utf8_bom")),
         }
-        writers.write_results(s.output, columns, ledger.iter_results(), summary=summary, **style)
-        writers.write_summary(writers.summary_path(s.output), summary)
+        data = summary.to_dict()
+        writers.write_results(s.output, columns, ledger.iter_results(), summary=data, **style)
+        writers.write_summary(writers.summary_path(s.output), data)
         if s.split:
             wanted = frozenset(o.value for o in ERROR_OUTCOMES)
             writers.write_errors(
@@ -947,38 +932,38 @@ class Runner:
             )
         if announce:  # not for a resume or retry that found nothing to send
             keys = ("counts", "exit_code", "elapsed_s", "resume_command", "retry_failed_command")
-            log.info("run.finished", **{k: summary[k] for k in keys if k in summary})
+            log.info("run.finished", **{k: data[k] for k in keys if k in data})
 
     def _closing_message(self, report: RunReport) -> str | None:
         message = self._stop_message(report)
-        notes = command_notes(self.settings)
+        notes = self.next_steps.notes
         return f"{message} ({'; '.join(notes)})" if message and notes else message
 
     def _stop_message(self, report: RunReport) -> str | None:
-        s = self.settings
+        resume = self.next_steps.resume
         if report.stop_reason == StopReason.AUTH:
             return (
                 f"the API rejected the key ({report.stop_detail}); remaining rows were not sent. "
-                f"Check {'EIGHTX8_API_KEY'} and the region's host, then: {resume_command(s)}"
+                f"Check {'EIGHTX8_API_KEY'} and the region's host, then: {resume}"
             )
         if report.rejected_subaccounts:
             subs = ", ".join(report.rejected_subaccounts)
             return (
                 f"the API rejected subaccount(s) {subs} (code 1001: not in this key's account); "
                 "their remaining rows were not sent. With the right key (or subaccount), "
-                f"they are sent again by: {resume_command(s)}"
+                f"they are sent again by: {resume}"
             )
         if report.stop_reason == StopReason.THRESHOLD:
-            return f"stopped: {report.stop_detail}. Fix the cause, then: {resume_command(s)}"
+            return f"stopped: {report.stop_detail}. Fix the cause, then: {resume}"
         if report.stop_reason == StopReason.NETWORK:
             return (
                 f"stopped, nothing more sent: {report.stop_detail}. Rows without an answer stay "
-                f"not_attempted; fix it, then: {resume_command(s)}"
+                f"not_attempted; fix it, then: {resume}"
             )
         if report.stop_reason == StopReason.FATAL:
             return f"stopped: {report.stop_detail}"
         if report.stop_reason == StopReason.INTERRUPTED:
-            return f"interrupted; nothing is lost. To finish: {resume_command(s)}"
+            return f"interrupted; nothing is lost. To finish: {resume}"
         return None
 
 

@@ -29,7 +29,7 @@ from e2e import (
     write_csv,
 )
 
-from bulk_cancel.cli import prompting
+from bulk_cancel.cli import next_steps, prompting
 from bulk_cancel.config import ResolvedSettings, resolve
 from bulk_cancel.errors import ConfigError, ExitCode, Interrupted, LedgerError, UsageError
 from bulk_cancel.jobs import SIDECAR_SUFFIX, DropFolder, job_lock, plan_runs, run_job
@@ -69,7 +69,9 @@ class Runs:
 
     async def __call__(self, settings: RunSettings) -> RunResult:
         self.settings.append(settings)
-        return await Runner(settings, self.key, confirm=self.confirm).run()
+        return await Runner(
+            settings, self.key, confirm=self.confirm, next_steps=next_steps(settings)
+        ).run()
 
 
 def names(folder: Path) -> list[str]:
