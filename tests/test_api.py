@@ -7,6 +7,7 @@ import csv
 import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import API_KEY, umids
 from e2e import bulk_cancel as run_command
-from e2e import simulator
+from e2e import simulator, wait_for_requests
 
 import bulk_cancel
 from bulk_cancel import AuthError, InputError, Summary
@@ -239,3 +240,56 @@ def test_summary_round_trips_the_summary_json(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "r.summary.json").read_text())
     assert Summary.from_dict(data).to_dict() == data
     assert list(Summary.from_dict(data).to_dict()) == list(data)
+
+
+def test_ctrl_c_in_the_blocking_call_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
+    """Ctrl-C during cancel() drains, keeps the ledger and raises KeyboardInterrupt; resume ends it."""
+    ids = umids(400, seed=307)
+    ledger = tmp_path / "run.ledger.sqlite"
+    with simulator("--latency-ms", "20") as sim:
+        script = textwrap.dedent(
+            f"""
+            import bulk_cancel
+            try:
+                bulk_cancel.cancel({ids!r}, subaccount="acme_hq", api_key={API_KEY!r},
+                                   base_url={sim.url!r}, allow_insecure_http=True, rate=100.0,
+                                   ledger={str(ledger)!r})
+            except KeyboardInterrupt:
+                print("KeyboardInterrupt")
+            """
+        )
+        child = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for_requests(sim, 20)
+            child.send_signal(signal.SIGINT)
+            out, err = child.communicate(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert child.returncode == 0, err
+        assert out.strip().splitlines()[-1] == "KeyboardInterrupt"  # structlog's lines before it
+        assert "run.interrupted" in out and "run.finished" in out  # drained, results kept
+        assert "Traceback" not in err
+        assert ledger.exists()
+        sent_first = sim.state()["requests"]
+        assert 20 <= sent_first < 400
+        results = bulk_cancel.cancel(
+            ids,
+            subaccount="acme_hq",
+            api_key=API_KEY,
+            base_url=sim.url,
+            allow_insecure_http=True,
+            ledger=ledger,
+            resume=True,
+        )
+        state = sim.state(ids=True)
+    assert sorted(results["umid"]) == sorted(ids)
+    assert "not_attempted" not in set(results["outcome"])
+    assert state["applied_twice"] == 0
+    assert len(results.attrs["summary"].attempts) == 2
