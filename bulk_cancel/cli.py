@@ -675,18 +675,14 @@ def _cmd_report(ns: argparse.Namespace) -> int:
     import json
 
     from .display import breakdown_table, load_breakdown, load_summary, summary_table
-    from .model import Summary
 
     summary = load_summary(ns.path)
     breakdown = load_breakdown(ns.path, ns.by) if ns.by else None
     if ns.format == "json":
-        print(
-            json.dumps(
-                summary if breakdown is None else {**summary, "breakdown": breakdown}, indent=2
-            )
-        )
+        data = summary.to_dict()
+        print(json.dumps(data if breakdown is None else {**data, "breakdown": breakdown}, indent=2))
     else:
-        summary_table(Summary.from_dict(summary), sys.stdout, tty=sys.stdout.isatty())
+        summary_table(summary, sys.stdout, tty=sys.stdout.isatty())
         if breakdown is not None:
             breakdown_table(breakdown, sys.stdout)
     return int(ExitCode.OK)

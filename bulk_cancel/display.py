@@ -281,7 +281,7 @@ def _retry_failed_command(summary: Summary) -> str | None:
     )
 
 
-def load_summary(path: Path) -> dict[str, Any]:
+def load_summary(path: Path) -> Summary:
     """A past run's summary from its results file, summary JSON or ledger."""
     from . import writers
     from .ledger import ledger_path
@@ -298,7 +298,9 @@ def load_summary(path: Path) -> dict[str, Any]:
                 data: dict[str, Any] = json.loads(candidate.read_text())
             except (OSError, ValueError) as exc:
                 raise UsageError(f"{candidate}: not a readable summary ({exc})") from None
-            return data
+            if not isinstance(data, dict):
+                raise UsageError(f"{candidate}: not a summary (a JSON object)")
+            return Summary.from_dict(data)
     if name.endswith(".ledger.sqlite") or ledger_path(path).is_file():
         return summary_from_ledger(path if name.endswith(".ledger.sqlite") else ledger_path(path))
     raise UsageError(
@@ -386,7 +388,7 @@ def breakdown_table(breakdown: Mapping[str, Any], stream: IO[str] | None = None)
     console.print(table)
 
 
-def summary_from_ledger(path: Path) -> dict[str, Any]:
+def summary_from_ledger(path: Path) -> Summary:
     """Rebuild the tallies from a ledger (a run that was killed before writing its summary)."""
     from .ledger import Ledger, attempt_totals
 
@@ -400,21 +402,24 @@ def summary_from_ledger(path: Path) -> dict[str, Any]:
         ledger.close()
     elapsed_s = attempt_totals(attempts)["elapsed_s"]
     requests = meta.get("requests", 0)
-    return {
-        "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
-        "cancelled_total": cancelled,
-        "input_rows": meta.get("input_rows", 0),
-        "unique": unique,
-        "duplicates": meta.get("duplicates", 0),
-        "requests": requests,
-        "retries": meta.get("retries", 0),
-        "elapsed_s": elapsed_s,
-        "achieved_rate_per_s": round(requests / elapsed_s, 1) if elapsed_s else 0.0,
-        "attempts": attempts,
-        "results": None,
-        "ledger": str(path),
-        "rebuilt_from_ledger": True,
-    }
+    return Summary(
+        counts={o.value: counts.get(o.value, 0) for o in Outcome},
+        cancelled_total=cancelled,
+        input_rows=meta.get("input_rows", 0),
+        unique=unique,
+        duplicates=meta.get("duplicates", 0),
+        blank_rows=meta.get("blank_rows", 0),
+        requests=requests,
+        retries=meta.get("retries", 0),
+        started_at=attempts[0]["started_at"] if attempts else None,
+        elapsed_s=elapsed_s,
+        achieved_rate_per_s=round(requests / elapsed_s, 1) if elapsed_s else 0.0,
+        attempts=tuple(attempts),
+        results=None,
+        ledger=str(path),
+        input_checksum=meta.get("input_checksum"),
+        other={"rebuilt_from_ledger": True},
+    )
 
 
 def plan_table(plan: Mapping[str, Any], stream: IO[str] | None = None) -> None:

@@ -135,8 +135,11 @@ def test_summary_table_shows_outcomes_shares_and_next_steps() -> None:
 def test_report_loads_a_summary_from_results_or_ledger_paths(tmp_path: Path) -> None:
     """`report` finds the summary beside a results file; a missing one is one clear error."""
     (tmp_path / "results.summary.json").write_text(json.dumps(SUMMARY))
-    assert load_summary(tmp_path / "results.csv")["unique"] == 100
-    assert load_summary(tmp_path / "results.summary.json")["unique"] == 100
+    assert load_summary(tmp_path / "results.csv").unique == 100
+    assert load_summary(tmp_path / "results.summary.json").to_dict() == {
+        **Summary.from_dict({}).to_dict(),
+        **SUMMARY,
+    }
     with pytest.raises(UsageError, match="no summary found"):
         load_summary(tmp_path / "other.csv")
 
