@@ -293,3 +293,28 @@ def test_ctrl_c_in_the_blocking_call_stops_cleanly_and_resume_finishes(tmp_path:
     assert "not_attempted" not in set(results["outcome"])
     assert state["applied_twice"] == 0
     assert len(results.attrs["summary"].attempts) == 2
+
+
+async def test_a_series_with_output_writes_the_commands_files(tmp_path: Path) -> None:
+    """A Series with output= also writes the results, the summary JSON and the ledger beside."""
+    ids = umids(12, seed=308)
+    out = tmp_path / "out" / "results.csv"
+    out.parent.mkdir()
+    async with running_simulator() as sim:
+        results = await bulk_cancel.cancel_async(
+            pd.Series(ids, name="message_id"),
+            subaccount="acme_hq",
+            api_key=API_KEY,
+            base_url=sim.url,
+            allow_insecure_http=True,
+            output=out,
+        )
+    with out.open(newline="") as f:
+        written = {row["umid"]: row["outcome"] for row in csv.DictReader(f)}
+    assert written == dict(zip(results["umid"], results["outcome"], strict=True))
+    import json
+
+    summary = json.loads((tmp_path / "out" / "results.summary.json").read_text())
+    assert summary == json.loads(json.dumps(results.attrs["summary"].to_dict(), default=str))
+    assert summary["results"] == str(out) and summary["unique"] == 12
+    assert (tmp_path / "out" / "results.ledger.sqlite").exists()
