@@ -318,3 +318,27 @@ async def test_a_series_with_output_writes_the_commands_files(tmp_path: Path) ->
     assert summary == json.loads(json.dumps(results.attrs["summary"].to_dict(), default=str))
     assert summary["results"] == str(out) and summary["unique"] == 12
     assert (tmp_path / "out" / "results.ledger.sqlite").exists()
+
+
+async def test_a_dead_proxy_raises_network_error_with_every_row(tmp_path: Path) -> None:
+    """A proxy that cannot be reached raises NetworkError; every row is there, none answered."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ids = umids(8, seed=309)
+    async with running_simulator() as sim:
+        with pytest.raises(bulk_cancel.NetworkError) as caught:
+            await bulk_cancel.cancel_async(
+                ids,
+                subaccount="acme_hq",
+                api_key=API_KEY,
+                base_url=sim.url,
+                allow_insecure_http=True,
+                proxy=f"http://ops:secret-pw@127.0.0.1:{port}",
+            )
+        assert sim.state.requests == 0
+    assert set(caught.value.results["outcome"]) == {"not_attempted"}
+    assert len(caught.value.results) == 8
+    assert "secret-pw" not in str(caught.value)
