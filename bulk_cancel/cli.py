@@ -10,17 +10,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
+import gc
 import os
+import shlex
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from . import __version__
-from .errors import BulkCancelError, ConfigError, ExitCode
+from .errors import BulkCancelError, ConfigError, ExitCode, Interrupted
+
+if TYPE_CHECKING:
+    from .runner import NextSteps
+    from .settings import RunSettings
 
 T = TypeVar("T")
 
@@ -377,7 +383,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     async def run_one(settings: Any) -> Any:
         for note in settings.warnings():
             log.warning("settings.warning", message=note)
-        runner = Runner(settings, key, confirm=confirm)
+        runner = Runner(settings, key, confirm=confirm, next_steps=next_steps(settings))
         result = await _with_progress(runner, tty=tty and not voice.json)
         _tell(settings, result, tty=tty, json=voice.json)
         return result
@@ -389,19 +395,19 @@ def _tell(settings: Any, result: Any, *, tty: bool, json: bool) -> None:
     """The end of one run: the summary table on a terminal, one line off it; in JSON mode,
     events (``run.summary``, ``run.stopped``, ``run.retry_hint``) and nothing else on stderr."""
     summary = result.summary
-    retry = summary.get("retry_failed_command") if result.message is None else None
+    retry = summary.retry_failed_command if result.message is None else None
     if json:
         import structlog
 
         log = structlog.get_logger("bulk_cancel")
         if result.nothing_to_do:
-            log.info("run.nothing_to_do", message=result.message, exit_code=summary["exit_code"])
+            log.info("run.nothing_to_do", message=result.message, exit_code=summary.exit_code)
             return
         log.info(
             "run.summary",
-            counts={k: v for k, v in summary["counts"].items() if v},
-            unique=summary["unique"],
-            exit_code=summary["exit_code"],
+            counts={k: v for k, v in summary.counts.items() if v},
+            unique=summary.unique,
+            exit_code=summary.exit_code,
             results=str(settings.output),
             summary=str(result.summary_path),
         )
@@ -422,9 +428,9 @@ def _tell(settings: Any, result: Any, *, tty: bool, json: bool) -> None:
 
         summary_table(summary, sys.stderr, tty=True)
     else:
-        counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if v)
+        counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items() if v)
         print(
-            f"bulk-cancel: {summary['unique']} unique rows ({counts or 'none'}); "
+            f"bulk-cancel: {summary.unique} unique rows ({counts or 'none'}); "
             f"results: {settings.output}; summary: {result.summary_path}",
             file=sys.stderr,
         )
@@ -435,16 +441,159 @@ def _tell(settings: Any, result: Any, *, tty: bool, json: bool) -> None:
         print(f"bulk-cancel: to re-send the failures: {retry}", file=sys.stderr)
 
 
+def next_steps(settings: RunSettings) -> NextSteps:
+    """The commands a stopped run prints (and keeps in its summary) to finish it or to re-send
+    its failures, word for word as the shell takes them."""
+    from .runner import NextSteps
+
+    _, notes = settings.command_flags
+    return NextSteps(
+        resume=resume_command(settings),
+        retry_failed=retry_failed_command(settings),
+        notes=tuple(notes),
+    )
+
+
+def resume_command(settings: RunSettings) -> str:
+    """The exact command that finishes an interrupted run, to copy and paste.
+
+    A run from a job file names the job file first, so that the job's other settings (rate,
+    metrics, split, its lock) apply again; the flags after it pin this run's input and output (a
+    job's input may be a glob, its output a template holding ``{date}``) and what is sent. A drop
+    folder's file is finished by the job's next run, which resumes what is left in processing/.
+    """
+    s = settings
+    if s.job_file is not None and s.archive_dir is not None:
+        return shlex.join(["bulk-cancel", "run", str(s.job_file), *_what_is_sent(s)])
+    parts = ["bulk-cancel", "run"]
+    if s.job_file is not None:
+        parts.append(str(s.job_file))
+    if s.input is not None:
+        parts += ["--input", s.input]
+    return shlex.join([*parts, *_what_is_sent(s), "--output", str(s.output), "--resume"])
+
+
+def retry_failed_command(settings: RunSettings) -> str:
+    """The exact command that re-sends only the rows this run left ``failed`` or ``not_attempted``.
+
+    From a job file it names the job file and this run's input (a glob would match other files
+    too). A drop folder refuses ``--retry-failed``, so one of its files is retried by flags alone.
+    """
+    s = settings
+    parts = ["bulk-cancel", "run"]
+    if s.job_file is not None and s.archive_dir is None:
+        parts.append(str(s.job_file))
+        if s.input not in (None, "-"):
+            parts += ["--input", str(s.input)]
+    return shlex.join([*parts, *_what_is_sent(s), "--output", str(s.output), "--retry-failed"])
+
+
+def _what_is_sent(settings: RunSettings) -> list[str]:
+    """The flags of every setting that shapes the traffic or decides what is read and where it
+    is sent (the registry's ``in_commands``), whatever layer set it: the environment or config
+    of the next shell cannot change them."""
+    flags, _ = settings.command_flags
+    return list(flags)
+
+
 async def _with_progress(runner: Any, *, tty: bool) -> Any:
     """Run with a live progress bar on a terminal, ``run.progress`` events otherwise; shown only
     once sending starts, so a "no" at the prompt or bad input leaves no empty bar behind."""
     from .display import live_progress
 
     async with live_progress(runner.progress, tty=tty, sending=runner.sending):
-        return await runner.run()
+        return await owning_signals(runner)
 
 
-def _ask(plan: dict[str, Any]) -> bool:
+async def owning_signals(runner: Any) -> Any:
+    """Run *runner* (a :class:`~bulk_cancel.runner.Runner`) as the process's owner.
+
+    While the input is read (synchronously: the loop cannot run its handlers) a SIGINT/SIGTERM
+    is only noted, in a plain handler, and the reading stops at its next chunk, nothing sent.
+    Once sending, the loop's handlers take over: a first signal stops taking rows and lets
+    requests in flight finish for up to the drain timeout, then results are written (exit 130 or
+    143); a second one commits the ledger and leaves at once. Every handler is put back as it
+    was when the run ends.
+    """
+    loop = asyncio.get_running_loop()
+
+    def note(signum: int, frame: object) -> None:
+        runner.note_signal(signum)
+
+    def on_signal(signum: int) -> None:
+        if runner.noted_signal is not None:
+            # Second signal: leave at once. Every SQLite statement is atomic, so the ledger
+            # is consistent as it stands; rows in flight stay SENT and resume as ambiguous.
+            runner.commit()
+            os._exit(128 + signum)
+        runner.interrupt(signum)
+
+    installed: list[int] = []
+    with handling_signals(note):
+        run = asyncio.ensure_future(runner.run())
+        sending = asyncio.ensure_future(runner.sending.wait())
+        try:
+            await asyncio.wait({run, sending}, return_when=asyncio.FIRST_COMPLETED)
+            if run.done():
+                return run.result()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(signum, on_signal, signum)
+                    installed.append(signum)
+            if runner.noted_signal is not None:  # noted as the sending began
+                runner.interrupt(runner.noted_signal)
+            # Everything alive now (modules, settings, the ledger) lives until the run ends.
+            # Freezing it keeps Python's full collections from walking it all while sending:
+            # one stalls the loop for 10-30 ms, and requests due meanwhile leave together
+            # (measured: a server counting arrivals saw 1,834-1,846 in one second at a 1,791/s
+            # pace, 1,802 frozen).
+            gc.freeze()
+            try:
+                return await run
+            finally:
+                gc.unfreeze()
+        finally:
+            sending.cancel()
+            for number in installed:
+                loop.remove_signal_handler(number)
+
+
+@contextmanager
+def handling_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to *handler* for the block, then back to whoever had them."""
+    previous = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with suppress(ValueError):  # not the main thread: leave the handlers alone
+                previous[signum] = signal.signal(signum, handler)
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def prompting(confirm: Callable[[dict[str, Any]], bool]) -> Callable[[dict[str, Any]], bool]:
+    """*confirm* with a signal during it raising :class:`~bulk_cancel.errors.Interrupted`.
+
+    The prompt blocks in ``input()``: only an exception raised by a handler ends the wait. The
+    event loop's own SIGINT handler would merely cancel the task, which ``input()`` never sees,
+    so a first Ctrl-C would do nothing at all. The runner says what was kept.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(
+            "interrupted at the confirmation; nothing was sent and no ledger was kept",
+            sigterm=signum == signal.SIGTERM,
+        )
+
+    def ask(plan: dict[str, Any]) -> bool:
+        with handling_signals(interrupt):
+            return confirm(plan)
+
+    return ask
+
+
+def _ask_input(plan: dict[str, Any]) -> bool:
     """On a terminal, say what is about to be cancelled and ask; anything but y/yes is no."""
     from .display import confirmation_question
 
@@ -455,6 +604,9 @@ def _ask(plan: dict[str, Any]) -> bool:
     return answer.strip().lower() in {"y", "yes"}
 
 
+_ask = prompting(_ask_input)
+
+
 def _print_plans(runs: list[Any], *, several: bool) -> int:
     """``--dry-run``: one run's plan as before; a drop folder's or a glob's as a list."""
     import json
@@ -463,7 +615,7 @@ def _print_plans(runs: list[Any], *, several: bool) -> int:
 
     if len(runs) == 1 and not several:
         return _print_plan(runs[0])
-    plans = [{"input": s.input, "output": str(s.output), **Runner(s, "").plan()} for s in runs]
+    plans = [{"input": s.input, "output": str(s.output), **_plan(Runner(s, ""))} for s in runs]
     print(json.dumps({"runs": plans}, indent=2))
     return int(ExitCode.OK)
 
@@ -502,7 +654,7 @@ def _print_plan(settings: Any, fmt: str = "json") -> int:
 
     from .runner import Runner
 
-    plan = Runner(settings, "").plan()
+    plan = _plan(Runner(settings, ""))
     if fmt == "table":
         from .display import plan_table
 
@@ -510,6 +662,13 @@ def _print_plan(settings: Any, fmt: str = "json") -> int:
     else:
         print(json.dumps(plan, indent=2))
     return int(ExitCode.OK)
+
+
+def _plan(runner: Any) -> dict[str, Any]:
+    """A dry run's plan; a signal while reading stops at the next chunk (exit 130/143)."""
+    with handling_signals(lambda signum, frame: runner.note_signal(signum)):
+        plan: dict[str, Any] = runner.plan()
+    return plan
 
 
 def _cmd_report(ns: argparse.Namespace) -> int:
@@ -520,11 +679,8 @@ def _cmd_report(ns: argparse.Namespace) -> int:
     summary = load_summary(ns.path)
     breakdown = load_breakdown(ns.path, ns.by) if ns.by else None
     if ns.format == "json":
-        print(
-            json.dumps(
-                summary if breakdown is None else {**summary, "breakdown": breakdown}, indent=2
-            )
-        )
+        data = summary.to_dict()
+        print(json.dumps(data if breakdown is None else {**data, "breakdown": breakdown}, indent=2))
     else:
         summary_table(summary, sys.stdout, tty=sys.stdout.isatty())
         if breakdown is not None:
@@ -537,12 +693,13 @@ def _cmd_merge(ns: argparse.Namespace) -> int:
 
     from .display import summary_table
     from .merge import merge
+    from .model import Summary
 
     summary = merge(ns.output, ns.results)
     if ns.format == "json":
         print(json.dumps(summary, indent=2))
     else:
-        summary_table(summary, sys.stdout, tty=sys.stdout.isatty())
+        summary_table(Summary.from_dict(summary), sys.stdout, tty=sys.stdout.isatty())
     return int(summary["exit_code"])
 
 

@@ -15,7 +15,7 @@ from typing import IO, Any
 import structlog
 
 from .errors import UsageError
-from .model import Outcome
+from .model import Outcome, Summary
 from .pipeline import Progress
 
 #: Seconds between ``run.progress`` log events when not on a terminal.
@@ -189,14 +189,12 @@ async def _rich_loop(
                 await asyncio.wait_for(stop.wait(), 0.25)
 
 
-def summary_table(
-    summary: Mapping[str, Any], stream: IO[str] | None = None, *, tty: bool = False
-) -> None:
+def summary_table(summary: Summary, stream: IO[str] | None = None, *, tty: bool = False) -> None:
     """Print the end-of-run summary: outcomes with counts and shares, totals, where things are."""
     from rich.table import Table
 
     console = _console(file=stream, force_terminal=tty, width=100 if not tty else None)
-    counts: Mapping[str, int] = summary["counts"]
+    counts = summary.counts
     total = sum(counts.values()) or 1
     table = Table(title="bulk-cancel summary", title_justify="left")
     table.add_column("outcome")
@@ -208,34 +206,33 @@ def summary_table(
             table.add_row(outcome.value, f"{n:,}", f"{n / total:.1%}")
     table.add_row("[bold]total", f"[bold]{sum(counts.values()):,}", "")
     console.print(table)
-    elapsed = summary.get("elapsed_s") or 0
+    elapsed = summary.elapsed_s or 0
     console.print(
-        f"cancelled messages: {summary.get('cancelled_total', 0):,} · "
-        f"input rows {summary.get('input_rows', 0):,} · duplicates {summary.get('duplicates', 0):,} · "
-        f"requests {summary.get('requests', 0):,} · retries {summary.get('retries', 0):,}"
+        f"cancelled messages: {summary.cancelled_total:,} · "
+        f"input rows {summary.input_rows:,} · duplicates {summary.duplicates:,} · "
+        f"requests {summary.requests:,} · retries {summary.retries:,}"
     )
-    attempts = summary.get("attempts") or []
+    attempts = summary.attempts
     over = f" over {len(attempts)} attempts" if len(attempts) > 1 else ""
     console.print(
-        f"elapsed {elapsed:.1f} s{over} · achieved "
-        f"{summary.get('achieved_rate_per_s', 0):,.1f} requests/s"
+        f"elapsed {elapsed:.1f} s{over} · achieved {summary.achieved_rate_per_s:,.1f} requests/s"
     )
     if len(attempts) > 1:
         for n, attempt in enumerate(attempts, 1):
             console.print(f"  {_attempt_line(n, attempt)}", markup=False)
-    console.print(f"results: {summary.get('results')} · ledger: {summary.get('ledger')}")
-    if summary.get("ingest_complete") is False:
+    console.print(f"results: {summary.results} · ledger: {summary.ledger}")
+    if summary.ingest_complete is False:
         console.print(
-            f"the input was not read to the end ({summary.get('input_rows', 0):,} rows read): "
+            f"the input was not read to the end ({summary.input_rows:,} rows read): "
             "the rest is not in the results yet; the command below reads and sends it"
         )
-    if summary.get("resume_command"):
-        _print_command(console, "to finish or retry", str(summary["resume_command"]))
+    if summary.resume_command:
+        _print_command(console, "to finish or retry", summary.resume_command)
         retry = _retry_failed_command(summary)
         resendable = ("failed", "not_attempted", "auth_failed", "subaccount_rejected")
         if retry and any(counts.get(outcome) for outcome in resendable):
             _print_command(console, "to re-send only the failures", retry)
-        for note in summary.get("command_notes") or []:
+        for note in summary.command_notes or ():
             console.print(f"note: {note}", soft_wrap=True, markup=False)
 
 
@@ -270,14 +267,13 @@ def _print_command(console: Any, label: str, command: str) -> None:
     console.print(f"{label}: {command}", soft_wrap=True, markup=False, emoji=False)
 
 
-def _retry_failed_command(summary: Mapping[str, Any]) -> str | None:
+def _retry_failed_command(summary: Summary) -> str | None:
     import shlex
 
-    command = summary.get("retry_failed_command")
-    if command:
-        return str(command)
+    if summary.retry_failed_command:
+        return summary.retry_failed_command
     # A summary written before the command was kept in it: the results path is all there is.
-    results = summary.get("results")
+    results = summary.results
     return (
         shlex.join(["bulk-cancel", "run", "--retry-failed", "--output", str(results)])
         if results
@@ -285,7 +281,7 @@ def _retry_failed_command(summary: Mapping[str, Any]) -> str | None:
     )
 
 
-def load_summary(path: Path) -> dict[str, Any]:
+def load_summary(path: Path) -> Summary:
     """A past run's summary from its results file, summary JSON or ledger."""
     from . import writers
     from .ledger import ledger_path
@@ -302,7 +298,9 @@ def load_summary(path: Path) -> dict[str, Any]:
                 data: dict[str, Any] = json.loads(candidate.read_text())
             except (OSError, ValueError) as exc:
                 raise UsageError(f"{candidate}: not a readable summary ({exc})") from None
-            return data
+            if not isinstance(data, dict):
+                raise UsageError(f"{candidate}: not a summary (a JSON object)")
+            return Summary.from_dict(data)
     if name.endswith(".ledger.sqlite") or ledger_path(path).is_file():
         return summary_from_ledger(path if name.endswith(".ledger.sqlite") else ledger_path(path))
     raise UsageError(
@@ -390,7 +388,7 @@ def breakdown_table(breakdown: Mapping[str, Any], stream: IO[str] | None = None)
     console.print(table)
 
 
-def summary_from_ledger(path: Path) -> dict[str, Any]:
+def summary_from_ledger(path: Path) -> Summary:
     """Rebuild the tallies from a ledger (a run that was killed before writing its summary)."""
     from .ledger import Ledger, attempt_totals
 
@@ -404,21 +402,24 @@ def summary_from_ledger(path: Path) -> dict[str, Any]:
         ledger.close()
     elapsed_s = attempt_totals(attempts)["elapsed_s"]
     requests = meta.get("requests", 0)
-    return {
-        "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
-        "cancelled_total": cancelled,
-        "input_rows": meta.get("input_rows", 0),
-        "unique": unique,
-        "duplicates": meta.get("duplicates", 0),
-        "requests": requests,
-        "retries": meta.get("retries", 0),
-        "elapsed_s": elapsed_s,
-        "achieved_rate_per_s": round(requests / elapsed_s, 1) if elapsed_s else 0.0,
-        "attempts": attempts,
-        "results": None,
-        "ledger": str(path),
-        "rebuilt_from_ledger": True,
-    }
+    return Summary(
+        counts={o.value: counts.get(o.value, 0) for o in Outcome},
+        cancelled_total=cancelled,
+        input_rows=meta.get("input_rows", 0),
+        unique=unique,
+        duplicates=meta.get("duplicates", 0),
+        blank_rows=meta.get("blank_rows", 0),
+        requests=requests,
+        retries=meta.get("retries", 0),
+        started_at=attempts[0]["started_at"] if attempts else None,
+        elapsed_s=elapsed_s,
+        achieved_rate_per_s=round(requests / elapsed_s, 1) if elapsed_s else 0.0,
+        attempts=tuple(attempts),
+        results=None,
+        ledger=str(path),
+        input_checksum=meta.get("input_checksum"),
+        other={"rebuilt_from_ledger": True},
+    )
 
 
 def plan_table(plan: Mapping[str, Any], stream: IO[str] | None = None) -> None:

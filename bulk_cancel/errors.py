@@ -12,17 +12,25 @@ Only conditions that make the whole run pointless raise; a failure for one umid 
     │   ├── ConfigError             a setting, config file or job file is wrong
     │   └── LedgerError             the ledger refuses (exists already, different input, locked),
     │                               or the job's lock is held by another run
-    └── Interrupted                 exit 130 / 143: SIGINT or SIGTERM before anything was sent
-                                    (reading the input, or at the confirmation prompt)
+    ├── Interrupted                 exit 130 / 143: SIGINT or SIGTERM before anything was sent
+    │                               (reading the input, or at the confirmation prompt)
+    └── RunStopped                  the library only: the run stopped itself; ``results`` (the
+        │                           DataFrame, every row) and ``summary`` are attached
+        ├── AuthError               exit 3: the API refused the key
+        └── NetworkError            exit 4: the proxy or the certificate refused
 
-A refused key or subaccount (exit 3) and a refused network path (exit 4: a proxy that cannot be
-reached or refuses the credentials, a certificate that does not verify) are not exceptions: the run stops itself, still writes one
-row per umid and its summary, and the exit code comes from the summary's counts.
+For the command, a refused key or subaccount (exit 3) and a refused network path (exit 4: a
+proxy that cannot be reached or refuses the credentials, a certificate that does not verify)
+are not exceptions: the run stops itself, still writes one row per umid and its summary, and
+the exit code comes from the summary's counts. The library (:mod:`bulk_cancel.api`) raises
+:class:`AuthError` and :class:`NetworkError` for them, with the results attached; a refused
+subaccount stays a value (``subaccount_rejected`` rows), as every other row's failure.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -78,3 +86,31 @@ class Interrupted(BulkCancelError):
     def __init__(self, message: str, *, sigterm: bool) -> None:
         super().__init__(message)
         self.exit_code = ExitCode.SIGTERM if sigterm else ExitCode.SIGINT
+
+
+class RunStopped(BulkCancelError):
+    """The library's run stopped itself; every row is accounted for in :attr:`results`.
+
+    *results* is the results DataFrame (as :func:`bulk_cancel.cancel` would have returned it)
+    and *summary* the run's :class:`~bulk_cancel.model.Summary`.
+    """
+
+    def __init__(self, message: str, *, results: Any, summary: Any) -> None:
+        super().__init__(message)
+        self.results = results
+        self.summary = summary
+
+
+class AuthError(RunStopped):
+    """The API refused the key (401/403): nothing more was sent. A resume with the right key
+    (``ledger=``, ``resume=True``) sends the rest."""
+
+    exit_code = ExitCode.REJECTED
+
+
+class NetworkError(RunStopped):
+    """The way to the API refused (a proxy that cannot be reached or refuses, a certificate
+    that does not verify): nothing more was sent; rows without an answer are
+    ``not_attempted``."""
+
+    exit_code = ExitCode.NETWORK

@@ -73,7 +73,7 @@ from .errors import (
     LedgerError,
     UsageError,
 )
-from .model import Outcome
+from .model import Outcome, Summary
 
 if TYPE_CHECKING:
     from .runner import RunResult
@@ -91,7 +91,7 @@ MANIFEST_NAME: Final = ".bulk-cancel-processed.jsonl"
 #: Names a drop folder never takes: partial uploads and editor droppings.
 _PARTIAL_SUFFIXES: Final = (".tmp", ".part", ".partial", ".crdownload", ".swp", SIDECAR_SUFFIX)
 #: Stop reasons after which a file is done with; any other leaves it in processing/.
-_WENT_THROUGH: Final = frozenset({None, "subaccount_rejected"})
+_WENT_THROUGH: Final = frozenset({None, "subaccount_rejected"})  # StopReason values
 
 
 def is_glob(text: str) -> bool:
@@ -344,27 +344,27 @@ class _Invocation:
     retries: int = 0
     cancelled_total: int = 0
 
-    def add(self, summary: dict[str, Any]) -> None:
+    def add(self, summary: Summary) -> None:
         self.runs += 1
-        for outcome, n in summary["counts"].items():
+        for outcome, n in summary.counts.items():
             self.counts[outcome] = self.counts.get(outcome, 0) + int(n)
         # This invocation's own sends: a resumed file's summary totals all its attempts.
-        self.requests += int(summary.get("requests_this_run", summary.get("requests", 0)))
-        self.retries += int(summary.get("retries_this_run", summary.get("retries", 0)))
-        self.cancelled_total += int(summary.get("cancelled_total", 0))
+        self.requests += summary.requests_this_run
+        self.retries += summary.retries_this_run
+        self.cancelled_total += summary.cancelled_total
 
-    def summary(self, exit_code: ExitCode) -> dict[str, Any]:
-        """The invocation as :func:`~bulk_cancel.writers.write_metrics` reads a summary."""
-        return {
-            "counts": self.counts,
-            "requests": self.requests,
-            "retries": self.retries,
-            "cancelled_total": self.cancelled_total,
-            "runs": self.runs,
-            "elapsed_s": round(time.monotonic() - self.started_s, 3),
-            "finished_at": _now(),
-            "exit_code": int(exit_code),
-        }
+    def summary(self, exit_code: ExitCode) -> Summary:
+        """The invocation's sums, read by :func:`~bulk_cancel.writers.write_metrics`."""
+        return Summary(
+            counts=dict(self.counts),
+            requests=self.requests,
+            retries=self.retries,
+            cancelled_total=self.cancelled_total,
+            elapsed_s=round(time.monotonic() - self.started_s, 3),
+            finished_at=_now(),
+            exit_code=int(exit_code),
+            other={"runs": self.runs},
+        )
 
 
 async def _metered(
@@ -381,7 +381,9 @@ async def _metered(
 
     def write(code: ExitCode) -> None:
         if metrics_file is not None:
-            writers.write_metrics(metrics_file, tally.summary(code), job=job.values["job_name"])
+            writers.write_metrics(
+                metrics_file, tally.summary(code).to_dict(), job=job.values["job_name"]
+            )
 
     try:
         code = await body(counted)
@@ -460,6 +462,7 @@ async def _run_claim(
 ) -> tuple[ExitCode, bool]:
     """Run one claimed file; (exit code, whether the job may go on with the next file)."""
     from .ledger import ledger_path
+    from .pipeline import StopReason
 
     ledger = ledger_path(claim.output)
     settings = to_run_settings(
@@ -476,9 +479,9 @@ async def _run_claim(
         if not ledger.exists():
             folder.release(claim)
         raise
-    stop = result.summary.get("stop_reason")
-    if stop == "input_error":  # a bad row found while sending: resuming would stop there again
-        folder.reject(claim, str(result.summary.get("stop_detail")))
+    stop = result.summary.stop_reason
+    if stop == StopReason.INPUT:  # a bad row found while sending: resuming would stop there again
+        folder.reject(claim, str(result.summary.stop_detail))
         return result.exit_code, True
     if stop in _WENT_THROUGH:
         folder.archive(claim, result)
@@ -521,7 +524,7 @@ async def _run_each(runs: list[RunSettings], run_one: RunOne) -> ExitCode:
     for settings in runs:
         result = await run_one(settings)
         worst = max(worst, result.exit_code)
-        if result.summary.get("stop_reason") not in _WENT_THROUGH:
+        if result.summary.stop_reason not in _WENT_THROUGH:
             break
     return worst
 

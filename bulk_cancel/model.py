@@ -9,9 +9,9 @@ Nothing here does I/O. A failure for one umid is a value (an :class:`Outcome`), 
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
 
 
 class Outcome(enum.StrEnum):
@@ -128,3 +128,93 @@ class Canceller(Protocol):
     """
 
     async def cancel(self, target: Target, ready: Ready = None) -> Exchange: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary:
+    """The account of a whole run (every attempt on its ledger), as its summary JSON has it.
+
+    :meth:`to_dict` writes the JSON's keys exactly (``report`` and ``merge`` read them back with
+    :meth:`from_dict`); the optional keys (the commands, ``ingest_complete``) are left out when
+    they are ``None``, as before. Keys this class does not name are kept in ``other``.
+    """
+
+    counts: Mapping[str, int]
+    """Rows per :class:`Outcome` value, every outcome present."""
+    cancelled_total: int = 0
+    """Messages cancelled (a batch id counts its messages)."""
+    input_rows: int = 0
+    unique: int = 0
+    duplicates: int = 0
+    blank_rows: int = 0
+    requests: int = 0
+    retries: int = 0
+    requests_this_run: int = 0
+    retries_this_run: int = 0
+    throttled_this_run: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    elapsed_s: float = 0.0
+    achieved_rate_per_s: float = 0.0
+    attempts: tuple[Mapping[str, Any], ...] = ()
+    """Each attempt on the ledger: the first run, resumes, retries."""
+    exit_code: int = 0
+    stop_reason: str | None = None
+    """A :class:`~bulk_cancel.pipeline.StopReason` value, or None if the run ended by itself."""
+    stop_detail: str | None = None
+    rejected_subaccounts: tuple[str, ...] = ()
+    results: str | None = None
+    """The results file; None when the library kept the results in a DataFrame only."""
+    ledger: str | None = None
+    input_checksum: str | None = None
+    shard: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    resume_command: str | None = None
+    retry_failed_command: str | None = None
+    command_notes: tuple[str, ...] | None = None
+    ingest_complete: bool | None = None
+    other: Mapping[str, Any] = field(default_factory=dict)
+    """Keys of a summary this class does not name (a merged summary's ``shards``…)."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every row got its final answer (exit code 0)."""
+        return self.exit_code == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary JSON's object: the same keys, in the same order, as ever."""
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "other":
+                continue
+            if f.name in _OPTIONAL_KEYS and value is None:
+                continue
+            if isinstance(value, tuple):
+                value = [dict(v) if isinstance(v, Mapping) else v for v in value]
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            data[f.name] = value
+        data.update(self.other)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Summary:
+        """A summary JSON's object (today's or an earlier version's) as a :class:`Summary`."""
+        names = {f.name for f in fields(cls)} - {"other"}
+        known: dict[str, Any] = {k: v for k, v in data.items() if k in names}
+        for key in ("attempts", "rejected_subaccounts", "command_notes"):
+            if known.get(key) is not None:
+                known[key] = tuple(known[key])
+        if "counts" not in known:
+            known["counts"] = {}
+        stop = known.get("stop_reason")
+        if stop is not None:
+            known["stop_reason"] = str(stop)
+        other = {k: v for k, v in data.items() if k not in names}
+        return cls(**known, other=other)
+
+
+_OPTIONAL_KEYS = frozenset(
+    {"resume_command", "retry_failed_command", "command_notes", "ingest_complete"}
+)

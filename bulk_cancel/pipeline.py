@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import math
 import random
 import time
@@ -56,8 +57,8 @@ class PipelineSettings:
     """On an interrupt, how long in-flight requests may take to finish."""
 
 
-class StopReason:
-    """Why a run ended early (plain strings, so they serialise into the summary as they are)."""
+class StopReason(enum.StrEnum):
+    """Why a run ended early; each is a string, so it serialises into the summary as it is."""
 
     AUTH = "auth_failed"
     SUBACCOUNT = "subaccount_rejected"
@@ -97,7 +98,7 @@ class Progress:
 class RunReport:
     """How the sending phase ended."""
 
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
     stop_detail: str | None = None
     rejected_subaccounts: list[str] = field(default_factory=list)
 
@@ -262,7 +263,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ control
 
-    def stop(self, reason: str, detail: str | None = None) -> None:
+    def stop(self, reason: StopReason, detail: str | None = None) -> None:
         """Stop taking new rows; in-flight requests finish; the rest stay ``not_attempted``."""
         if self.report.stop_reason is None:
             self.report.stop_reason = reason

@@ -8,18 +8,17 @@ rebuilt from the ledger and written atomically, whatever way phase 2 ended.
 from __future__ import annotations
 
 import asyncio
-import gc
-import os
+import dataclasses
 import shlex
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -27,7 +26,7 @@ from . import ingest, readers, writers
 from .client import CancelClient, ClientSettings
 from .errors import BulkCancelError, ExitCode, InputError, Interrupted, LedgerError, UsageError
 from .ledger import Ledger, attempt_totals, ledger_path
-from .model import RESULT_COLUMNS, Canceller, Kind, Outcome, Result
+from .model import RESULT_COLUMNS, Canceller, Kind, Outcome, Result, Summary
 from .normalize import canonical_uuid, clean
 from .pipeline import (
     MAX_ACTIVE_LANES,
@@ -60,12 +59,16 @@ class RunResult:
     """What the command reports when a run ends."""
 
     exit_code: ExitCode
-    summary: dict[str, Any]
+    summary: Summary
     summary_path: Path | None = None
     message: str | None = None
     plan: dict[str, Any] | None = None
     nothing_to_do: bool = False
     """A resume or retry that found nothing left to send: no attempt was made."""
+    read_error: BulkCancelError | None = None
+    """A row further into the input that could not be read stopped the run (exit 2)."""
+    ledger: Path | None = None
+    """The run's ledger: every row's final word (closed when the run returns)."""
 
 
 @dataclass(slots=True)
@@ -80,58 +83,43 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def resume_command(settings: RunSettings) -> str:
-    """The exact command that finishes an interrupted run, to copy and paste.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NextSteps:
+    """How the caller tells its user to finish, or re-send the failures of, a stopped run.
 
-    A run from a job file names the job file first, so that the job's other settings (rate,
-    metrics, split, its lock) apply again; the flags after it pin this run's input and output (a
-    job's input may be a glob, its output a template holding ``{date}``) and what is sent. A drop
-    folder's file is finished by the job's next run, which resumes what is left in processing/.
+    The command (:func:`bulk_cancel.cli.next_steps`) gives shell commands, which the summary
+    keeps (``resume_command``, ``retry_failed_command``, ``command_notes``); the library gives
+    words about its own call, which the summary does not keep.
     """
-    s = settings
-    if s.job_file is not None and s.archive_dir is not None:
-        return shlex.join(["bulk-cancel", "run", str(s.job_file), *_what_is_sent(s)])
-    parts = ["bulk-cancel", "run", *_job_file(s)]
-    if s.input is not None:
-        parts += ["--input", s.input]
-    return shlex.join([*parts, *_what_is_sent(s), "--output", str(s.output), "--resume"])
+
+    resume: str
+    retry_failed: str | None = None
+    notes: tuple[str, ...] = ()
+    """What the commands need from the user (a password left out of them)."""
+    commands: bool = True
+    """Shell commands, kept in the summary."""
 
 
-def retry_failed_command(settings: RunSettings) -> str:
-    """The exact command that re-sends only the rows this run left ``failed`` or ``not_attempted``.
-
-    From a job file it names the job file and this run's input (a glob would match other files
-    too). A drop folder refuses ``--retry-failed``, so one of its files is retried by flags alone.
-    """
-    s = settings
-    parts = ["bulk-cancel", "run"]
-    if s.job_file is not None and s.archive_dir is None:
-        parts.append(str(s.job_file))
-        if s.input not in (None, "-"):
-            parts += ["--input", str(s.input)]
-    return shlex.join([*parts, *_what_is_sent(s), "--output", str(s.output), "--retry-failed"])
-
-
-def _job_file(settings: RunSettings) -> list[str]:
-    return [] if settings.job_file is None else [str(settings.job_file)]
-
-
-def _what_is_sent(settings: RunSettings) -> list[str]:
-    """The flags of every setting that shapes the traffic or decides what is read and where it
-    is sent (the registry's ``in_commands``), whatever layer set it: the environment or config
-    of the next shell cannot change them."""
-    flags, _ = settings.command_flags
-    return list(flags)
-
-
-def command_notes(settings: RunSettings) -> list[str]:
-    """What the printed commands need from the user (a password left out of them)."""
-    _, notes = settings.command_flags
-    return list(notes)
+#: A run without a caller's word: the library's.
+LIBRARY_STEPS: Final = NextSteps(
+    resume="run it again with the same ledger= and resume=True", commands=False
+)
 
 
 class Runner:
-    """Runs one job; :meth:`run` is the only entry point."""
+    """Runs one job; :meth:`run` is the only entry point.
+
+    It owns nothing of the process: it installs no signal handler, never exits and never
+    freezes the collector. Whoever owns the process (the command, :mod:`bulk_cancel.cli`) turns
+    signals into :meth:`note_signal` (while the input is read, a plain handler may only take a
+    note) and :meth:`interrupt` (once sending, from the event loop), and on a second signal calls
+    :meth:`commit` before leaving at once. The library (:mod:`bulk_cancel.api`) calls
+    :meth:`interrupt` when its task is cancelled.
+
+    *ledger* overrides the ledger's place (beside the output by default); *write_files* False
+    keeps the results in the ledger only (the library builds its DataFrame from it);
+    *next_steps* words what the messages and the summary tell the user to do next.
+    """
 
     def __init__(
         self,
@@ -142,8 +130,17 @@ class Runner:
         progress: Progress | None = None,
         stdin: Any = None,
         confirm: Callable[[dict[str, Any]], bool] | None = None,
+        ledger: Path | None = None,
+        write_files: bool = True,
+        next_steps: NextSteps = LIBRARY_STEPS,
     ) -> None:
         self.settings = settings
+        self.next_steps = next_steps
+        self.ledger_path = ledger if ledger is not None else ledger_path(settings.output)
+        self._write_files = write_files
+        self._ledger: Ledger | None = None
+        self._pipeline_settings: PipelineSettings | None = None
+        self._pipeline_task: asyncio.Future[RunReport] | None = None
         self._api_key = api_key
         self._canceller = canceller
         self.progress = progress or Progress()
@@ -159,6 +156,8 @@ class Runner:
         """While the input is read as rows are sent (see :mod:`bulk_cancel.ingest`)."""
         self._read_error: BulkCancelError | None = None
         self._drain_cut = False  # the drain timeout cancelled requests still in flight
+        self._stopping: str | None = None
+        """Set by :meth:`interrupt`: the signal's name (or the caller's word)."""
 
     @property
     def mode(self) -> str:
@@ -266,14 +265,54 @@ class Runner:
                 sigterm=self._signal == signal.SIGTERM,
             )
 
-    def _signals_while_reading(self) -> AbstractContextManager[None]:
-        """Reading is synchronous, so the event loop's signal handlers cannot run: note a
-        SIGINT/SIGTERM in a plain handler instead, and stop at the next chunk."""
+    # ------------------------------------------------------------------ stopping
 
-        def note(signum: int, frame: object) -> None:
-            self._signal = signum
+    def note_signal(self, signum: int) -> None:
+        """A SIGINT/SIGTERM while the input is read (synchronously: the event loop's handlers
+        cannot run): the reading stops at the next chunk, and nothing is sent. Safe to call
+        from a plain signal handler."""
+        self._signal = signum
 
-        return _handling_signals(note)
+    def interrupt(self, signum: int = signal.SIGINT, *, detail: str | None = None) -> None:
+        """Stop as a first Ctrl-C does: no new rows are taken or read, requests in flight may
+        finish for the drain timeout, then results are written and :meth:`run` returns (exit
+        130, or 143 for SIGTERM). Call it from the event loop's thread; a second call does
+        nothing (a hard stop is the caller's: :meth:`commit`, then leave)."""
+        if self._stopping is not None:
+            return
+        self._signal = signum
+        self._stopping = detail or signal.Signals(signum).name
+        log.warning("run.interrupted", signal=self._stopping)
+        self._stop_sending()
+
+    def _stop_sending(self) -> None:
+        """Stop the reading and the pipeline, and arm the drain timeout (once both exist)."""
+        if self._stopping is None or self.pipeline is None or self._pipeline_settings is None:
+            return  # not sending yet: the sending stops as it starts
+        if self._streamer is not None:
+            self._streamer.stop()
+        self.pipeline.stop(StopReason.INTERRUPTED, self._stopping)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self._pipeline_settings.drain_timeout_s, self._cut)
+
+    def _cut(self) -> None:
+        """The drain timeout passed: requests still in flight stay SENT (reported unconfirmed)."""
+        task = self._pipeline_task
+        if task is not None and not task.done():
+            self._drain_cut = True
+            task.cancel()
+
+    @property
+    def noted_signal(self) -> int | None:
+        """The first signal noted or acted on (the library's cancellation counts as SIGINT)."""
+        return self._signal
+
+    def commit(self) -> None:
+        """Commit the ledger as it stands, before a hard exit (a second signal): every SQLite
+        statement is atomic, so it is consistent; rows in flight stay SENT and resume as
+        ambiguous."""
+        if self._ledger is not None:
+            self._ledger.commit()
 
     def _ask(self, ledger: Ledger) -> None:
         """On a terminal, say what is about to be sent and ask, for a resume or a retry too; a
@@ -297,17 +336,16 @@ class Runner:
         else:
             what = f"nothing was sent; the ledger is as it was ({ledger.path})"
 
-        def interrupt(signum: int, frame: object) -> None:
-            # The prompt blocks in input(): only an exception raised here ends the wait. The
-            # event loop's own SIGINT handler would merely cancel the task, which input() never
-            # sees, so a first Ctrl-C would do nothing at all.
-            raise Interrupted(
-                f"interrupted at the confirmation; {what}", sigterm=signum == signal.SIGTERM
-            )
-
         try:
-            with _handling_signals(interrupt):
-                confirmed = self._confirm(plan)
+            # The process's owner turns a signal at the prompt into Interrupted (the CLI's
+            # confirm does); this says what was kept.
+            confirmed = self._confirm(plan)
+        except Interrupted as exc:
+            self._give_up(ledger)
+            raise Interrupted(
+                f"interrupted at the confirmation; {what}",
+                sigterm=exc.exit_code == ExitCode.SIGTERM,
+            ) from None
         except BaseException:
             self._give_up(ledger)
             raise
@@ -326,7 +364,7 @@ class Runner:
     def _prepare(self) -> Ledger:
         """Open or create the ledger and make sure it holds the whole input."""
         s = self.settings
-        path = ledger_path(s.output)
+        path = self.ledger_path
         if s.retry_failed:
             ledger = Ledger.open(path)
             meta = ledger.meta()
@@ -423,7 +461,7 @@ class Runner:
         sent; None when the input must be read whole first (a ``max_rows`` that a cheap count
         cannot show is kept: then nothing is sent from a file that holds too many rows)."""
         s = self.settings
-        path = ledger_path(s.output)
+        path = self.ledger_path
         source = self._open_source(chunk_rows=ingest.CHUNK_ROWS)
         asking = self._confirm is not None and not s.resume
         count = None
@@ -555,8 +593,7 @@ class Runner:
             "subaccount_column": source.subaccount_column,
             "base_url": s.base_url,
         }
-        with _handling_signals(_interrupt_at_prompt):
-            confirmed = self._confirm(plan)
+        confirmed = self._confirm(plan)  # a signal here raises Interrupted (the CLI's confirm)
         if not confirmed:
             raise UsageError("not confirmed: nothing was sent")
 
@@ -584,20 +621,26 @@ class Runner:
         )
         raise _NothingSent(error)
 
-    def _note_reading(self, summary: dict[str, Any]) -> None:
+    def _note_reading(self, summary: Summary) -> Summary:
         """Say in the summary whether the whole input was read; if not, the run is not done."""
         assert self._streamer is not None
         complete = self._streamer.reading.complete
-        summary["ingest_complete"] = complete
         if complete:
-            return
+            return dataclasses.replace(summary, ingest_complete=True)
+        exit_code = summary.exit_code
         if self._read_error is not None:
-            summary["exit_code"] = int(self._read_error.exit_code)
-        elif summary["exit_code"] == ExitCode.OK:
-            summary["exit_code"] = int(ExitCode.INCOMPLETE)
-        summary.setdefault("resume_command", resume_command(self.settings))
-        # --retry-failed needs the whole input read: the resume command is the one that helps.
-        summary.pop("retry_failed_command", None)
+            exit_code = int(self._read_error.exit_code)
+        elif exit_code == ExitCode.OK:
+            exit_code = int(ExitCode.INCOMPLETE)
+        steps = self.next_steps
+        return dataclasses.replace(
+            summary,
+            ingest_complete=False,
+            exit_code=exit_code,
+            resume_command=summary.resume_command or (steps.resume if steps.commands else None),
+            # --retry-failed needs the whole input read: the resume command is the one that helps.
+            retry_failed_command=None,
+        )
 
     def _read_error_message(self) -> str | None:
         if self._read_error is None:
@@ -616,8 +659,7 @@ class Runner:
             source = self._open_source() if self.settings.input is not None else None
             ledger = Ledger.create(Path(tmp) / "plan.ledger.sqlite", {"settings": {}})
             try:
-                with self._signals_while_reading():
-                    stats = self._ingest(ledger, source)
+                stats = self._ingest(ledger, source)
                 lanes = ledger.lanes()
                 counts = ledger.counts()
                 examples = {
@@ -654,15 +696,15 @@ class Runner:
         try:
             return await self._run()
         except _NothingSent as stop:
-            _remove_ledger(ledger_path(self.settings.output))
+            _remove_ledger(self.ledger_path)
             raise stop.error from None
 
     async def _run(self) -> RunResult:
         s = self.settings
         started_wall = _now()
         started = time.monotonic()
-        with self._signals_while_reading():
-            ledger = (self._prepare_streaming() if self._streams() else None) or self._prepare()
+        ledger = (self._prepare_streaming() if self._streams() else None) or self._prepare()
+        self._ledger = ledger
         if self._streamer is None:
             self._ask(ledger)
         elif self._signal is not None:  # while opening: nothing was read or sent yet
@@ -685,13 +727,18 @@ class Runner:
                 summary = self._summary(ledger, report, started_wall)
                 self._write_outputs(ledger, summary, announce=False)
                 return RunResult(
-                    exit_code=ExitCode(summary["exit_code"]),
+                    exit_code=ExitCode(summary.exit_code),
                     summary=summary,
                     summary_path=writers.summary_path(s.output),
                     message=f"nothing to {'re-send' if s.retry_failed else 'resume'}: every "
-                    f"row of {ledger.path.name} has its final answer (bulk-cancel report "
-                    f"{shlex.quote(str(s.output))})",
+                    f"row of {ledger.path.name} has its final answer"
+                    + (
+                        f" (bulk-cancel report {shlex.quote(str(s.output))})"
+                        if self.next_steps.commands
+                        else ""
+                    ),
                     nothing_to_do=True,
+                    ledger=ledger.path,
                 )
             attempt = ledger.begin_attempt(self.mode, started_wall)
             log.info(
@@ -725,20 +772,22 @@ class Runner:
             ledger.commit()
             summary = self._summary(ledger, report, started_wall)
             if self._streamer is not None:
-                self._note_reading(summary)
+                summary = self._note_reading(summary)
             self._write_outputs(ledger, summary)
         finally:
             ledger.close()
         return RunResult(
-            exit_code=ExitCode(summary["exit_code"]),
+            exit_code=ExitCode(summary.exit_code),
             summary=summary,
             summary_path=writers.summary_path(s.output),
             message=self._read_error_message() or self._closing_message(report),
+            read_error=self._read_error,
+            ledger=ledger.path,
         )
 
     async def _send(self, ledger: Ledger) -> RunReport:
         s = self.settings
-        pipeline_settings = PipelineSettings(
+        self._pipeline_settings = PipelineSettings(
             rate_per_s=s.lane_rate_per_s,
             ip_rate_per_s=s.ip_rate_per_s,
             concurrency=s.concurrency,
@@ -749,9 +798,9 @@ class Runner:
         feed = None if self._streamer is None else self._streamer.feed
         if self._canceller is not None:
             self.pipeline = Pipeline(
-                ledger, self._canceller, pipeline_settings, progress=self.progress, feed=feed
+                ledger, self._canceller, self._pipeline_settings, progress=self.progress, feed=feed
             )
-            return await self._run_with_signals(self.pipeline)
+            return await self._send_until_done(self.pipeline)
         client_settings = ClientSettings(
             base_url=s.base_url,
             timeout_s=s.timeout_s,
@@ -761,55 +810,21 @@ class Runner:
         )
         async with CancelClient(client_settings, self._api_key) as client:
             self.pipeline = Pipeline(
-                ledger, client, pipeline_settings, progress=self.progress, feed=feed
+                ledger, client, self._pipeline_settings, progress=self.progress, feed=feed
             )
-            return await self._run_with_signals(self.pipeline)
+            return await self._send_until_done(self.pipeline)
 
-    async def _run_with_signals(self, pipeline: Pipeline) -> RunReport:
-        """SIGINT/SIGTERM: stop taking rows, let in-flight finish (bounded); a second one exits now."""
-        loop = asyncio.get_running_loop()
-        # Everything alive now (modules, settings, the ledger) lives until the run ends. Freezing
-        # it keeps Python's full collections from walking it all while sending: one stalls the
-        # loop for 10-30 ms, and requests due meanwhile leave together (measured: a server
-        # counting arrivals saw 1,834-1,846 in one second at a 1,791/s pace, 1,802 frozen).
-        gc.freeze()
-        try:
-            return await self._send_until_done(loop, pipeline)
-        finally:
-            gc.unfreeze()
-
-    async def _send_until_done(
-        self, loop: asyncio.AbstractEventLoop, pipeline: Pipeline
-    ) -> RunReport:
-        task = asyncio.ensure_future(pipeline.run())
+    async def _send_until_done(self, pipeline: Pipeline) -> RunReport:
+        """Send until the pipeline ends; :meth:`interrupt` stops it (bounded by the drain)."""
+        task = self._pipeline_task = asyncio.ensure_future(pipeline.run())
         reading = None if self._streamer is None else asyncio.ensure_future(self._read(pipeline))
-
-        def on_signal(signum: int) -> None:
-            if self._signal is not None:
-                # Second signal: leave at once. Every SQLite statement is atomic, so the ledger
-                # is consistent as it stands; rows in flight stay SENT and resume as ambiguous.
-                pipeline._ledger.commit()
-                os._exit(128 + signum)
-            self._signal = signum
-            log.warning("run.interrupted", signal=signal.Signals(signum).name)
-            if self._streamer is not None:
-                self._streamer.stop()
-            pipeline.stop(StopReason.INTERRUPTED, signal.Signals(signum).name)
-            loop.call_later(pipeline._settings.drain_timeout_s, cut)
-
-        def cut() -> None:
-            self._drain_cut = not task.done()
-            task.cancel()
-
-        installed = []
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, on_signal, signum)
-                installed.append(signum)
+        if self._signal is not None:  # a signal noted in the gap before sending, or a cancel
+            self._stopping = self._stopping or signal.Signals(self._signal).name
+            self._stop_sending()
         try:
             return await task
         except asyncio.CancelledError:
-            if self._signal is None:
+            if not self._drain_cut:
                 raise
             # The drain timeout passed: requests still in flight stay SENT (reported unconfirmed).
             return pipeline.report
@@ -822,8 +837,6 @@ class Runner:
                 if self._signal is not None or not ended_well:
                     self._streamer.stop()
                 await reading
-            for signum in installed:
-                loop.remove_signal_handler(signum)
 
     # ------------------------------------------------------------------ reporting
 
@@ -846,7 +859,7 @@ class Runner:
             return ExitCode.INCOMPLETE
         return ExitCode.OK
 
-    def _summary(self, ledger: Ledger, report: RunReport, started_at: str) -> dict[str, Any]:
+    def _summary(self, ledger: Ledger, report: RunReport, started_at: str) -> Summary:
         """The summary of the whole ledger: counts, and requests and time over every attempt
         (``attempts`` lists each: first run, resumes, retries)."""
         s = self.settings
@@ -858,44 +871,45 @@ class Runner:
         totals = attempt_totals(attempts)
         elapsed_s = totals["elapsed_s"]
         requests = int(meta.get("requests", 0))
-        summary: dict[str, Any] = {
-            "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
-            "cancelled_total": cancelled_total,
-            "input_rows": meta.get("input_rows", 0),
-            "unique": unique,
-            "duplicates": meta.get("duplicates", 0),
-            "blank_rows": meta.get("blank_rows", 0),
-            "requests": requests,
-            "retries": meta.get("retries", 0),
-            "requests_this_run": self.progress.requests,
-            "retries_this_run": self.progress.retries,
-            "throttled_this_run": self.progress.throttled,
-            "started_at": attempts[0]["started_at"] if attempts else started_at,
-            "finished_at": _now(),
-            "elapsed_s": elapsed_s,
-            "achieved_rate_per_s": round(requests / elapsed_s, 1) if elapsed_s else 0.0,
-            "attempts": attempts,
-            "exit_code": int(exit_code),
-            "stop_reason": report.stop_reason,
-            "stop_detail": report.stop_detail,
-            "rejected_subaccounts": report.rejected_subaccounts,
-            "results": str(s.output),
-            "ledger": str(ledger.path),
-            "input_checksum": meta.get("input_checksum"),
-            "shard": None if s.shard is None else str(s.shard),
-            "settings": s.public(),
-        }
-        if exit_code != ExitCode.OK:
-            summary["resume_command"] = resume_command(s)
-            summary["retry_failed_command"] = retry_failed_command(s)
-            if command_notes(s):
-                summary["command_notes"] = command_notes(s)
-        return summary
+        steps = self.next_steps
+        commands = steps.commands and exit_code != ExitCode.OK
+        return Summary(
+            counts={o.value: counts.get(o.value, 0) for o in Outcome},
+            cancelled_total=cancelled_total,
+            input_rows=meta.get("input_rows", 0),
+            unique=unique,
+            duplicates=meta.get("duplicates", 0),
+            blank_rows=meta.get("blank_rows", 0),
+            requests=requests,
+            retries=meta.get("retries", 0),
+            requests_this_run=self.progress.requests,
+            retries_this_run=self.progress.retries,
+            throttled_this_run=self.progress.throttled,
+            started_at=attempts[0]["started_at"] if attempts else started_at,
+            finished_at=_now(),
+            elapsed_s=elapsed_s,
+            achieved_rate_per_s=round(requests / elapsed_s, 1) if elapsed_s else 0.0,
+            attempts=tuple(attempts),
+            exit_code=int(exit_code),
+            stop_reason=report.stop_reason,
+            stop_detail=report.stop_detail,
+            rejected_subaccounts=tuple(report.rejected_subaccounts),
+            results=str(s.output) if self._write_files else None,
+            ledger=str(ledger.path),
+            input_checksum=meta.get("input_checksum"),
+            shard=None if s.shard is None else str(s.shard),
+            settings=s.public(),
+            resume_command=steps.resume if commands else None,
+            retry_failed_command=steps.retry_failed if commands else None,
+            command_notes=steps.notes if commands and steps.notes else None,
+        )
 
-    def _write_outputs(
-        self, ledger: Ledger, summary: dict[str, Any], *, announce: bool = True
-    ) -> None:
+    def _write_outputs(self, ledger: Ledger, summary: Summary, *, announce: bool = True) -> None:
         s = self.settings
+        if not self._write_files:
+            if announce:
+                log.info("run.finished", counts=summary.counts, exit_code=summary.exit_code)
+            return
         meta = ledger.meta()
         extra = meta.get("extra_columns", [])
         columns = [*RESULT_COLUMNS, *extra]
@@ -905,8 +919,9 @@ class Runner:
             "delimiter": ";" if meta.get("input_delimiter") == ";" else ",",
             "bom": bool(meta.get("input_utf8_bom")),
         }
-        writers.write_results(s.output, columns, ledger.iter_results(), summary=summary, **style)
-        writers.write_summary(writers.summary_path(s.output), summary)
+        data = summary.to_dict()
+        writers.write_results(s.output, columns, ledger.iter_results(), summary=data, **style)
+        writers.write_summary(writers.summary_path(s.output), data)
         if s.split:
             wanted = frozenset(o.value for o in ERROR_OUTCOMES)
             writers.write_errors(
@@ -917,38 +932,38 @@ class Runner:
             )
         if announce:  # not for a resume or retry that found nothing to send
             keys = ("counts", "exit_code", "elapsed_s", "resume_command", "retry_failed_command")
-            log.info("run.finished", **{k: summary[k] for k in keys if k in summary})
+            log.info("run.finished", **{k: data[k] for k in keys if k in data})
 
     def _closing_message(self, report: RunReport) -> str | None:
         message = self._stop_message(report)
-        notes = command_notes(self.settings)
+        notes = self.next_steps.notes
         return f"{message} ({'; '.join(notes)})" if message and notes else message
 
     def _stop_message(self, report: RunReport) -> str | None:
-        s = self.settings
+        resume = self.next_steps.resume
         if report.stop_reason == StopReason.AUTH:
             return (
                 f"the API rejected the key ({report.stop_detail}); remaining rows were not sent. "
-                f"Check {'EIGHTX8_API_KEY'} and the region's host, then: {resume_command(s)}"
+                f"Check {'EIGHTX8_API_KEY'} and the region's host, then: {resume}"
             )
         if report.rejected_subaccounts:
             subs = ", ".join(report.rejected_subaccounts)
             return (
                 f"the API rejected subaccount(s) {subs} (code 1001: not in this key's account); "
                 "their remaining rows were not sent. With the right key (or subaccount), "
-                f"they are sent again by: {resume_command(s)}"
+                f"they are sent again by: {resume}"
             )
         if report.stop_reason == StopReason.THRESHOLD:
-            return f"stopped: {report.stop_detail}. Fix the cause, then: {resume_command(s)}"
+            return f"stopped: {report.stop_detail}. Fix the cause, then: {resume}"
         if report.stop_reason == StopReason.NETWORK:
             return (
                 f"stopped, nothing more sent: {report.stop_detail}. Rows without an answer stay "
-                f"not_attempted; fix it, then: {resume_command(s)}"
+                f"not_attempted; fix it, then: {resume}"
             )
         if report.stop_reason == StopReason.FATAL:
             return f"stopped: {report.stop_detail}"
         if report.stop_reason == StopReason.INTERRUPTED:
-            return f"interrupted; nothing is lost. To finish: {resume_command(s)}"
+            return f"interrupted; nothing is lost. To finish: {resume}"
         return None
 
 
@@ -960,20 +975,6 @@ def _input_meta(source: readers.InputSource) -> dict[str, Any]:
         "input_delimiter": source.delimiter,
         "input_utf8_bom": source.utf8_bom,
     }
-
-
-@contextmanager
-def _handling_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM go to *handler* for the block, then back to whoever had them."""
-    previous = {}
-    try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with suppress(ValueError):  # not the main thread: leave the handlers alone
-                previous[signum] = signal.signal(signum, handler)
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 def _discard(ledger: Ledger) -> None:
@@ -994,11 +995,3 @@ class _NothingSent(Exception):
     def __init__(self, error: BulkCancelError) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _interrupt_at_prompt(signum: int, frame: object) -> None:
-    # The prompt blocks in input(): only an exception raised here ends the wait.
-    raise Interrupted(
-        "interrupted at the confirmation; nothing was sent and no ledger was kept",
-        sigterm=signum == signal.SIGTERM,
-    )

@@ -20,6 +20,7 @@ from bulk_cancel.display import (
     summary_table,
 )
 from bulk_cancel.errors import UsageError
+from bulk_cancel.model import Summary
 from bulk_cancel.pipeline import Progress
 
 SUMMARY = {
@@ -112,7 +113,7 @@ async def test_no_progress_events_before_sending_starts() -> None:
 def test_summary_table_shows_outcomes_shares_and_next_steps() -> None:
     """The end summary lists each outcome with count and share, totals, paths and the commands."""
     out = io.StringIO()
-    summary_table(SUMMARY, out)
+    summary_table(Summary.from_dict(SUMMARY), out)
     text = out.getvalue()
     assert "cancelled" in text and "90.0%" in text and "8.0%" in text
     assert "not_attempted" not in text  # zero rows: not listed
@@ -121,15 +122,18 @@ def test_summary_table_shows_outcomes_shares_and_next_steps() -> None:
     assert f"to re-send only the failures: {SUMMARY['retry_failed_command']}" in text
     assert "not read to the end" not in text
     unread = io.StringIO()
-    summary_table({**SUMMARY, "ingest_complete": False}, unread)
+    summary_table(Summary.from_dict({**SUMMARY, "ingest_complete": False}), unread)
     assert "the input was not read to the end (105 rows read)" in unread.getvalue()
 
 
 def test_report_loads_a_summary_from_results_or_ledger_paths(tmp_path: Path) -> None:
     """`report` finds the summary beside a results file; a missing one is one clear error."""
     (tmp_path / "results.summary.json").write_text(json.dumps(SUMMARY))
-    assert load_summary(tmp_path / "results.csv")["unique"] == 100
-    assert load_summary(tmp_path / "results.summary.json")["unique"] == 100
+    assert load_summary(tmp_path / "results.csv").unique == 100
+    assert load_summary(tmp_path / "results.summary.json").to_dict() == {
+        **Summary.from_dict({}).to_dict(),
+        **SUMMARY,
+    }
     with pytest.raises(UsageError, match="no summary found"):
         load_summary(tmp_path / "other.csv")
 

@@ -29,6 +29,7 @@ from e2e import (
 )
 from helpers import API_KEY, umids
 
+from bulk_cancel.cli import next_steps, prompting
 from bulk_cancel.config import ResolvedSettings, resolve
 from bulk_cancel.errors import ConfigError, ExitCode, Interrupted, LedgerError, UsageError
 from bulk_cancel.jobs import SIDECAR_SUFFIX, DropFolder, job_lock, plan_runs, run_job
@@ -68,7 +69,9 @@ class Runs:
 
     async def __call__(self, settings: RunSettings) -> RunResult:
         self.settings.append(settings)
-        return await Runner(settings, self.key, confirm=self.confirm).run()
+        return await Runner(
+            settings, self.key, confirm=self.confirm, next_steps=next_steps(settings)
+        ).run()
 
 
 def names(folder: Path) -> list[str]:
@@ -255,7 +258,7 @@ async def test_ctrl_c_at_the_prompt_puts_the_file_back(tmp_path: Path) -> None:
 
     async with running_simulator() as sim:
         with pytest.raises(Interrupted, match="interrupted at the confirmation"):
-            await run_job(nightly(tmp_path, sim.url), Runs(confirm=ctrl_c))
+            await run_job(nightly(tmp_path, sim.url), Runs(confirm=prompting(ctrl_c)))
         assert sim.state.requests == 0
     assert names(tmp_path / "incoming") == ["e.csv"] and names(tmp_path / "processing") == []
 
