@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import API_KEY, umids
 from e2e import bulk_cancel as run_command
 from e2e import simulator, wait_for_requests
+from helpers import API_KEY, umids
 
 import bulk_cancel
 from bulk_cancel import AuthError, InputError, Summary

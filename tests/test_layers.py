@@ -20,8 +20,8 @@ PACKAGE = Path(bulk_cancel.__file__).resolve().parent
 #: The package's modules (a sub-package counts as one), innermost first. A module may import
 #: from the layers before its own, never from its own layer or one after it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    # Values, errors and small tools that import nothing of ours ("__init__": __version__).
-    ("__init__", "errors", "model", "normalize", "shard", "locks", "logs"),
+    # Values, errors and small tools that import nothing of ours.
+    ("errors", "model", "normalize", "shard", "locks", "logs"),
     # One concern each, over the values: judging, pacing, SQLite, input files, output files,
     # and the 8x8 stand-in.
     ("policy", "pacing", "ledger", "readers", "writers", "simulator"),
@@ -38,8 +38,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("runner",),
     # A job's runs.
     ("jobs",),
-    # The library face over runs and jobs (from the parallel work on the API; absent until then).
+    # The library face over runs and jobs.
     ("api",),
+    # The package's public names (``bulk_cancel.cancel``, the errors, ``Summary``), loaded lazily.
+    ("__init__",),
     # The edges: the command line and the demo.
     ("cli", "demo"),
     # `python -m bulk_cancel`.
