@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "out" / "bench"
 SUB = "bench_sub"
 #: The whole benchmark stops starting new sections after this many seconds.
-BUDGET_S = 1000.0
+BUDGET_S = 1500.0
 
 
 @dataclass
@@ -496,7 +496,9 @@ def memory(ctx: Context) -> None:
                 {"umids": big, "peak_rss_mb": ran.peak_rss_mb, "wall_s": ran.wall_s},
             )
         )
-    n = 200_000 if ctx.quick else 1_000_000
+    # 500 k: with aiohttp's client a run with the limits lifted sends 3-5 k umids/s on these two
+    # cores, so a million took longer than the section's budget (issue 14 asked for 200 k).
+    n = 200_000 if ctx.quick else 500_000
     path = inputs.write_csv(ctx.tmp / "full.csv", n, seed=15, export=True)
     with procs.simulator("--rate", "0", "--ip-rate", "0") as sim:
         ran, summary, _ = _run_bulk_cancel(
