@@ -449,7 +449,7 @@ def _dry_run(ctx: Context, name: str, path: Path) -> procs.Ran:
 
 
 def memory(ctx: Context) -> None:
-    """Peak RSS of --dry-run on 10 M umids (CSV, Parquet) and of a full run of 1 M.
+    """Peak RSS of --dry-run on 10 M umids (CSV, Parquet) and of a full run of 500 k.
 
     The CSVs are shaped like a real export (umid, campaign, phone, scheduled_at): the ledger
     stores the extra columns per row, and they once tripled the peak (issue 14).
