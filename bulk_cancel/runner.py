@@ -225,19 +225,7 @@ class Runner:
                     )
                 if s.shard is not None:  # every shard reads (and counts) all; keeps its own
                     chunk = ingest.own_rows(chunk, s.shard)
-                stats.duplicates += ledger.add(
-                    (
-                        row.subaccount,
-                        row.target_id,
-                        row.kind,
-                        row.line,
-                        row.extra,
-                        None
-                        if row.problem is None
-                        else Result(outcome=row.problem, error_message=row.detail, finished_at=now),
-                    )
-                    for row in chunk
-                )
+                stats.duplicates += ledger.add(ingest.ledger_rows(chunk, now))
             stats.blank_rows = source.blank_rows
         ledger.set_meta(
             {
@@ -398,17 +386,7 @@ class Runner:
                             f"{s.input}: not the input of the run in {path} (checksum differs); "
                             "resume with the original file, or start afresh with another --output"
                         )
-                changed = {
-                    k: (meta.get("settings", {}).get(k), v)
-                    for k, v in self._fingerprint().items()
-                    if meta.get("settings", {}).get(k) != v
-                }
-                if changed:
-                    what = ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items())
-                    raise LedgerError(
-                        f"{path}: --resume with settings that change what is sent ({what}); "
-                        "use the original settings, or start afresh with another --output"
-                    )
+                self._check_same_settings(meta, path)
                 if not meta.get("ingest_complete"):
                     # Killed while reading: nothing was sent yet, so read it all again.
                     ledger.close()
