@@ -5,9 +5,10 @@ The reading runs on the event loop, a slice at a time: parse rows, add them to t
 (with the reading's place in the ledger's meta), tell the pipeline's
 :class:`~bulk_cancel.pipeline.Feed`, yield to the loop. It commits every :data:`COMMIT_EVERY_S`;
 between those, any commit of the pipeline's (it commits before it sends a batch) takes the
-slices along, and each slice leaves rows and meta consistent, so every commit is. One SQLite connection serves both, with
-no lock between threads; a slice lasts about :data:`SLICE_S`, so the rate gate is never kept
-waiting long (it counts arrivals: a stall costs rate, never overshoots it).
+slices along, and each slice leaves rows and meta consistent, so every commit is. One SQLite
+connection serves both, with no lock between threads; a slice lasts about :data:`SLICE_S`, so
+the rate gate is never kept waiting long (it counts arrivals: a stall costs rate, never
+overshoots it).
 
 The input's SHA-256 (the resume guard) is computed by :class:`InputHasher` in a thread beside
 the reading. With each slice the ledger stores how far that hash got (bytes and the digest of
