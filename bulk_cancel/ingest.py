@@ -1,11 +1,14 @@
 """Reading the input into the ledger while the pipeline sends: a run's first request leaves
 as soon as the first rows are durably in the ledger, not after the whole file is read.
 
-The reading runs on the event loop, a slice at a time: parse rows, add them to the ledger,
-commit (with the reading's place in the ledger's meta), tell the pipeline's
-:class:`~bulk_cancel.pipeline.Feed`, yield to the loop. One SQLite connection serves both, with
-no lock between threads; a slice lasts about :data:`SLICE_S`, so the rate gate is never kept
-waiting long (it counts arrivals: a stall costs rate, never overshoots it).
+The reading runs on the event loop, a slice at a time: parse rows, add them to the ledger
+(with the reading's place in the ledger's meta), tell the pipeline's
+:class:`~bulk_cancel.pipeline.Feed`, yield to the loop. It commits every :data:`COMMIT_EVERY_S`;
+between those, any commit of the pipeline's (it commits before it sends a batch) takes the
+slices along, and each slice leaves rows and meta consistent, so every commit is. One SQLite
+connection serves both, with no lock between threads; a slice lasts about :data:`SLICE_S`, so
+the rate gate is never kept waiting long (it counts arrivals: a stall costs rate, never
+overshoots it).
 
 The input's SHA-256 (the resume guard) is computed by :class:`InputHasher` in a thread beside
 the reading. With each slice the ledger stores how far that hash got (bytes and the digest of
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -48,6 +52,11 @@ CHUNK_ROWS: Final = 50
 #: until the rows waiting fall below that again.
 AHEAD_ROWS: Final = 20_000
 AHEAD_PAUSE: Final = 20.0
+#: How often the reading commits on its own. A commit writes every page the rows since the last
+#: one touched (the index on random umids touches a page per row), so fewer rows per commit cost
+#: more per row (measured with 30,000 rows: 15 µs a row at a commit per 1.5 ms slice, 4 at one
+#: per 300 rows).
+COMMIT_EVERY_S: Final = 0.1
 _BLOCK_BYTES: Final = 1 << 20
 #: How often (in bytes hashed) the hasher publishes the digest of the prefix read so far.
 _PREFIX_EVERY_BYTES: Final = 8 << 20
@@ -240,7 +249,7 @@ def check_same_input(path: str, meta: dict[str, Any], ledger_file: str) -> None:
 
 @dataclass(slots=True)
 class Reading:
-    """How far the reading got; kept in the ledger's meta with every committed slice."""
+    """How far the reading got; kept in the ledger's meta with every slice."""
 
     input_rows: int = 0
     """Non-blank rows read (duplicates and invalid ones included)."""
@@ -297,6 +306,7 @@ class Streamer:
         self._prefix_stored = (-1, "")
         self._last: readers.InputRow | None = None
         self._ended = False
+        self._committed_at = -math.inf  # the first slice commits at once
 
     def stop(self) -> None:
         """End the reading at the next slice, unfinished (a signal, a failed pipeline)."""
@@ -328,6 +338,8 @@ class Streamer:
                 await asyncio.sleep(took * (1.0 + (AHEAD_PAUSE - 1.0) * ahead))
             if self._ended:
                 self._finish()
+            else:
+                self._ledger.commit()  # stopped: what was read so far, with its place
         finally:
             progress.reading = False
             self.feed.close()
@@ -375,7 +387,7 @@ class Streamer:
             progress.read = reading.input_rows
             added = True
         if added:
-            self._commit()
+            self._store(commit=time.monotonic() - self._committed_at >= COMMIT_EVERY_S)
             self.feed.publish(new)
 
     def _skipped(self, chunk: list[readers.InputRow]) -> list[readers.InputRow]:
@@ -394,7 +406,8 @@ class Streamer:
             self._progress.read = self.reading.input_rows
         return chunk[n:]
 
-    def _commit(self) -> None:
+    def _store(self, *, commit: bool) -> None:
+        """Note the reading's place in the ledger's meta, beside the rows; *commit* both."""
         reading = self.reading
         meta: dict[str, Any] = {
             "ingest_last": None if self._last is None else [self._last.line, self._last.target_id],
@@ -415,7 +428,9 @@ class Streamer:
             done, digest = self._prefix_stored
             meta["input_prefix"] = {"bytes": done, "sha256": digest}
         self._ledger.set_meta(meta)
-        self._ledger.commit()
+        if commit:
+            self._ledger.commit()
+            self._committed_at = time.monotonic()
 
     def _finish(self) -> None:
         reading, progress = self.reading, self._progress

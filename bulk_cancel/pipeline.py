@@ -106,7 +106,7 @@ class RunReport:
 class Feed:
     """Rows arriving in the ledger while the pipeline runs: the input is still being read.
 
-    The reader commits a slice of rows, then calls :meth:`publish` with the subaccounts it saw
+    The reader adds a slice of rows, then calls :meth:`publish` with the subaccounts it saw
     for the first time; lanes whose rows ran out wait for the next publish instead of ending,
     and end once :meth:`close` says no more rows will come.
     """

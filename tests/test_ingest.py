@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,28 @@ def test_windows_line_ends_count_exactly_and_lone_crs_do_not(tmp_path: Path) -> 
     cr = tmp_path / "cr.csv"
     cr.write_bytes(b"umid\r" + b"".join(u.encode() + b"\r" for u in umids(9)))
     assert ingest.count_lines(str(cr)) == (1, False, True)
+
+
+async def test_a_stopped_reading_leaves_its_rows_and_its_place_committed(tmp_path: Path) -> None:
+    """Slices commit every COMMIT_EVERY_S, not each: a reading stopped between commits still
+    leaves every row it read committed, with meta saying exactly how many (resume reads on)."""
+    path = csv_file(tmp_path / "in.csv", [f"{u},x" for u in umids(20_000)])
+    ledger_path = tmp_path / "r.ledger.sqlite"
+    ledger = Ledger.create(ledger_path, {"settings": {}})
+    ledger.build_work_index()
+    s = streamer(ledger, path, ingest.Reading())
+
+    async def stop_after_a_few_slices() -> None:
+        while s.reading.input_rows < 100:
+            await s.feed.wait()  # each slice publishes
+        s.stop()
+
+    await asyncio.gather(s.run(), stop_after_a_few_slices())
+    other = sqlite3.connect(ledger_path)  # sees only what was committed
+    try:
+        (rows,) = other.execute("SELECT COUNT(*) FROM rows").fetchone()
+        (read,) = other.execute("SELECT value FROM meta WHERE key = 'input_rows'").fetchone()
+    finally:
+        other.close()
+    assert 100 <= rows < 20_000 and rows == int(read) == s.reading.input_rows
+    ledger.close()
