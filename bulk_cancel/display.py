@@ -10,13 +10,16 @@ import json
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 
 from .errors import UsageError
 from .model import Outcome, Summary
 from .pipeline import Progress
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 #: Seconds between ``run.progress`` log events when not on a terminal.
 LOG_EVERY_S = 5.0
@@ -390,36 +393,44 @@ def breakdown_table(breakdown: Mapping[str, Any], stream: IO[str] | None = None)
 
 def summary_from_ledger(path: Path) -> Summary:
     """Rebuild the tallies from a ledger (a run that was killed before writing its summary)."""
-    from .ledger import Ledger, attempt_totals
+    from .ledger import Ledger
 
     ledger = Ledger.read_only(path)
     try:
-        meta = ledger.meta()
-        counts = ledger.counts()
-        unique, cancelled = ledger.totals()
-        attempts = ledger.attempts()
+        return ledger_summary(ledger, results=None, other={"rebuilt_from_ledger": True})
     finally:
         ledger.close()
+
+
+def ledger_summary(ledger: Ledger, *, started_at: str | None = None, **fields: Any) -> Summary:
+    """The account of everything *ledger* holds: counts, totals and every attempt (the first
+    run, resumes, retries); *fields* add to it or override it. *started_at* stands in for a
+    ledger with no attempt recorded yet."""
+    from .ledger import attempt_totals
+
+    meta = ledger.meta()
+    counts = ledger.counts()
+    unique, cancelled = ledger.totals()
+    attempts = ledger.attempts()
     elapsed_s = attempt_totals(attempts)["elapsed_s"]
-    requests = meta.get("requests", 0)
-    return Summary(
-        counts={o.value: counts.get(o.value, 0) for o in Outcome},
-        cancelled_total=cancelled,
-        input_rows=meta.get("input_rows", 0),
-        unique=unique,
-        duplicates=meta.get("duplicates", 0),
-        blank_rows=meta.get("blank_rows", 0),
-        requests=requests,
-        retries=meta.get("retries", 0),
-        started_at=attempts[0]["started_at"] if attempts else None,
-        elapsed_s=elapsed_s,
-        achieved_rate_per_s=round(requests / elapsed_s, 1) if elapsed_s else 0.0,
-        attempts=tuple(attempts),
-        results=None,
-        ledger=str(path),
-        input_checksum=meta.get("input_checksum"),
-        other={"rebuilt_from_ledger": True},
-    )
+    requests = int(meta.get("requests", 0))
+    known: dict[str, Any] = {
+        "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
+        "cancelled_total": cancelled,
+        "input_rows": meta.get("input_rows", 0),
+        "unique": unique,
+        "duplicates": meta.get("duplicates", 0),
+        "blank_rows": meta.get("blank_rows", 0),
+        "requests": requests,
+        "retries": meta.get("retries", 0),
+        "started_at": attempts[0]["started_at"] if attempts else started_at,
+        "elapsed_s": elapsed_s,
+        "achieved_rate_per_s": round(requests / elapsed_s, 1) if elapsed_s else 0.0,
+        "attempts": tuple(attempts),
+        "ledger": str(ledger.path),
+        "input_checksum": meta.get("input_checksum"),
+    }
+    return Summary(**{**known, **fields})
 
 
 def plan_table(plan: Mapping[str, Any], stream: IO[str] | None = None) -> None:

@@ -24,8 +24,9 @@ import structlog
 
 from . import ingest, readers, writers
 from .client import CancelClient, ClientSettings
+from .display import ledger_summary
 from .errors import BulkCancelError, ExitCode, InputError, Interrupted, LedgerError, UsageError
-from .ledger import Ledger, attempt_totals, ledger_path
+from .ledger import Ledger, ledger_path
 from .model import RESULT_COLUMNS, Canceller, Kind, Outcome, Result, Summary
 from .normalize import canonical_uuid, clean
 from .pipeline import (
@@ -841,40 +842,21 @@ class Runner:
         """The summary of the whole ledger: counts, and requests and time over every attempt
         (``attempts`` lists each: first run, resumes, retries)."""
         s = self.settings
-        meta = ledger.meta()
-        counts = ledger.counts()
-        unique, cancelled_total = ledger.totals()
         exit_code = self._exit_code(ledger, report)
-        attempts = ledger.attempts()
-        totals = attempt_totals(attempts)
-        elapsed_s = totals["elapsed_s"]
-        requests = int(meta.get("requests", 0))
         steps = self.next_steps
         commands = steps.commands and exit_code != ExitCode.OK
-        return Summary(
-            counts={o.value: counts.get(o.value, 0) for o in Outcome},
-            cancelled_total=cancelled_total,
-            input_rows=meta.get("input_rows", 0),
-            unique=unique,
-            duplicates=meta.get("duplicates", 0),
-            blank_rows=meta.get("blank_rows", 0),
-            requests=requests,
-            retries=meta.get("retries", 0),
+        return ledger_summary(
+            ledger,
+            started_at=started_at,
             requests_this_run=self.progress.requests,
             retries_this_run=self.progress.retries,
             throttled_this_run=self.progress.throttled,
-            started_at=attempts[0]["started_at"] if attempts else started_at,
             finished_at=_now(),
-            elapsed_s=elapsed_s,
-            achieved_rate_per_s=round(requests / elapsed_s, 1) if elapsed_s else 0.0,
-            attempts=tuple(attempts),
             exit_code=int(exit_code),
             stop_reason=report.stop_reason,
             stop_detail=report.stop_detail,
             rejected_subaccounts=tuple(report.rejected_subaccounts),
             results=str(s.output) if self._write_files else None,
-            ledger=str(ledger.path),
-            input_checksum=meta.get("input_checksum"),
             shard=None if s.shard is None else str(s.shard),
             settings=s.public(),
             resume_command=steps.resume if commands else None,

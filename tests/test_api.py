@@ -28,6 +28,9 @@ def test_every_exported_name_exists() -> None:
     for name in bulk_cancel.__all__:
         assert getattr(bulk_cancel, name) is not None, name
     assert {"cancel", "cancel_async", "Summary", "Outcome", "AuthError"} <= set(bulk_cancel.__all__)
+    # The three lists a lazy package needs (``__all__``, the TYPE_CHECKING imports that static
+    # tools read, the loader's table) stay literal for those tools; they must name the same.
+    assert set(bulk_cancel.__all__) == set(bulk_cancel._WHERE) | {"__version__"}
     with pytest.raises(AttributeError):
         bulk_cancel.no_such_name  # noqa: B018
 
