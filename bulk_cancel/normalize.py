@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
-__all__ = ["canonical_uuid", "clean", "valid_subaccount"]
+__all__ = ["canonical_uuid", "canonical_uuids", "clean", "valid_subaccount"]
 
 #: Every character ``str.isspace()`` accepts (``test_normalize`` checks the list is complete).
 _WHITESPACE = (
@@ -39,6 +40,7 @@ _STRIP = _WHITESPACE + _INVISIBLE + _QUOTES
 
 _UUID_LENGTH = 36
 _UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+_UUID_LINES = re.compile(rf"(?:{_UUID.pattern}\n)*{_UUID.pattern}")
 _SUBACCOUNT = re.compile(r"[A-Za-z0-9\-._&]{3,50}")
 _SUBACCOUNT_MAX = 50
 
@@ -67,6 +69,25 @@ def canonical_uuid(value: str) -> str | None:
     if len(value) != _UUID_LENGTH or _UUID.fullmatch(value) is None:
         return None
     return value.lower()
+
+
+def canonical_uuids(values: Sequence[object]) -> list[str] | None:
+    """Every one of *values* as :func:`canonical_uuid` gives it, when every one already is
+    exactly such a UUID (a ``str``, nothing around it); else ``None``, and each must be checked
+    on its own.
+
+    The fast path of reading: one regular-expression match over the values joined by newlines,
+    in C, instead of a call per value (measured: 0.15 against 1.9 µs a row with the row's other
+    checks). A value holding a newline splits into more lines than there are values: refused.
+    """
+    try:
+        joined = "\n".join(values)  # type: ignore[arg-type]  # a TypeError says: not all str
+    except TypeError:
+        return None
+    if not values or _UUID_LINES.fullmatch(joined) is None:
+        return None
+    ids = joined.lower().split("\n")
+    return ids if len(ids) == len(values) else None  # more: a value held a newline
 
 
 def valid_subaccount(value: str) -> bool:

@@ -27,7 +27,7 @@ from .client import CancelClient, ClientSettings
 from .display import ledger_summary
 from .errors import BulkCancelError, ExitCode, InputError, Interrupted, LedgerError, UsageError
 from .ledger import Ledger, ledger_path
-from .model import RESULT_COLUMNS, Canceller, Kind, Outcome, Result, Summary
+from .model import RESULT_COLUMNS, Canceller, Kind, Outcome, Summary
 from .normalize import canonical_uuid, clean
 from .pipeline import (
     MAX_ACTIVE_LANES,
@@ -168,7 +168,7 @@ class Runner:
 
     # ------------------------------------------------------------------ phases
 
-    def _open_source(self, *, chunk_rows: int = 50_000) -> readers.InputSource:
+    def _open_source(self, *, chunk_rows: int = 20_000) -> readers.InputSource:
         s = self.settings
         assert s.input is not None
         return readers.open_input(
@@ -197,21 +197,24 @@ class Runner:
             "shard": None if s.shard is None else str(s.shard),
         }
 
-    def _ingest(self, ledger: Ledger, source: readers.InputSource | None) -> _Ingest:
+    def _ingest(
+        self, ledger: Ledger, source: readers.InputSource | None, *, to_send: bool = True
+    ) -> _Ingest:
+        """Read the whole input into *ledger*; *to_send*: then build the index sending needs."""
         stats = _Ingest()
         s = self.settings
         if source is None:  # a single --batch-id, no input file
             assert s.batch_id is not None and s.subaccount is not None
             stats.input_rows = 1
             batch_id = canonical_uuid(clean(s.batch_id))
-            local = None
-            if batch_id is None:
-                local = Result(
-                    outcome=Outcome.INVALID_UMID, error_message="not a UUID (local check)"
-                )
+            problem, detail = (
+                (None, None)
+                if batch_id is not None
+                else (Outcome.INVALID_UMID, "not a UUID (local check)")
+            )
             target = batch_id or clean(s.batch_id)[:200]
             if s.shard is None or s.shard.owns(s.subaccount, target):
-                ledger.add([(s.subaccount, target, Kind.BATCH, 0, None, local)])
+                ledger.add([(0, s.subaccount, target, Kind.BATCH, None, problem, detail)], _now())
         else:
             stats.extra_columns = list(source.extra_columns)
             ledger.set_meta(_input_meta(source))
@@ -226,7 +229,7 @@ class Runner:
                     )
                 if s.shard is not None:  # every shard reads (and counts) all; keeps its own
                     chunk = ingest.own_rows(chunk, s.shard)
-                stats.duplicates += ledger.add(ingest.ledger_rows(chunk, now))
+                stats.duplicates += ledger.add(chunk, now)
             stats.blank_rows = source.blank_rows
         ledger.set_meta(
             {
@@ -236,7 +239,10 @@ class Runner:
                 "blank_rows": stats.blank_rows,
             }
         )
-        ledger.finish_ingest()
+        if to_send:
+            ledger.finish_ingest()
+        else:
+            ledger.commit()
         log.info(
             "ingest.done",
             input_rows=stats.input_rows,
@@ -636,11 +642,20 @@ class Runner:
         """Read, validate and de-duplicate into a throw-away ledger; send nothing."""
         with tempfile.TemporaryDirectory(prefix="bulk-cancel-plan-") as tmp:
             source = self._open_source() if self.settings.input is not None else None
-            ledger = Ledger.create(Path(tmp) / "plan.ledger.sqlite", {"settings": {}})
+            ledger = Ledger.create(
+                Path(tmp) / "plan.ledger.sqlite", {"settings": {}}, durable=False
+            )
             try:
-                stats = self._ingest(ledger, source)
-                lanes = ledger.lanes()
-                counts = ledger.counts()
+                stats = self._ingest(ledger, source, to_send=False)
+                # Counted as they went in: a GROUP BY would sort every row once more.
+                counts = {
+                    Outcome.NOT_ATTEMPTED.value: sum(ledger.added_to_send.values()),
+                    **ledger.added_refused,
+                }
+                lanes = sorted(
+                    ((sub, n) for sub, n in ledger.added_to_send.items() if n),
+                    key=lambda lane: (-lane[1], lane[0]),
+                )
                 examples = {
                     o.value: [
                         {"line": line, "value": value, "problem": detail}

@@ -42,7 +42,10 @@ class ScriptedCanceller:
 def make_ledger(path: Path, rows: Sequence[tuple[str, str]]) -> Ledger:
     """A ledger holding (subaccount, umid) rows, ingest finished."""
     ledger = Ledger.create(path, {"settings": {}})
-    ledger.add((sub, u, Kind.MESSAGE, i + 2, None, None) for i, (sub, u) in enumerate(rows))
+    ledger.add(
+        [(i + 2, sub, u, Kind.MESSAGE, None, None, None) for i, (sub, u) in enumerate(rows)],
+        "2026-01-01T00:00:00Z",
+    )
     ledger.set_meta({"ingest_complete": True})
     ledger.finish_ingest()
     return ledger

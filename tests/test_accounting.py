@@ -51,7 +51,8 @@ def test_outcomes_sum_to_unique_rows_and_duplicates_are_counted(
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger.create(Path(tmp) / "r.ledger.sqlite", {})
         duplicates = ledger.add(
-            (sub, IDS[i], Kind.MESSAGE, n, None, None) for n, (sub, i) in enumerate(rows)
+            [(n, sub, IDS[i], Kind.MESSAGE, None, None, None) for n, (sub, i) in enumerate(rows)],
+            "2026-01-01T00:00:00Z",
         )
         ledger.finish_ingest()
         unique = len(set(rows))

@@ -21,7 +21,7 @@ PACKAGE = Path(bulk_cancel.__file__).resolve().parent
 #: from the layers before its own, never from its own layer or one after it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # Values, errors and small tools that import nothing of ours.
-    ("errors", "model", "normalize", "shard", "locks", "logs"),
+    ("errors", "model", "normalize", "shard", "locks", "logs", "dedupe"),
     # One concern each, over the values: judging, pacing, SQLite, input files, output files,
     # and the 8x8 stand-in.
     ("policy", "pacing", "ledger", "readers", "writers", "simulator"),

@@ -26,12 +26,13 @@ def test_duplicates_are_counted_not_stored(ledger_path: Path) -> None:
     ledger = Ledger.create(ledger_path, {})
     dups = ledger.add(
         [
-            ("a_sub", u[0], Kind.MESSAGE, 2, None, None),
-            ("a_sub", u[0], Kind.MESSAGE, 3, None, None),
-            ("b_sub", u[0], Kind.MESSAGE, 4, None, None),
-            ("a_sub", u[0], Kind.BATCH, 5, None, None),
-            ("a_sub", u[1], Kind.MESSAGE, 6, None, None),
-        ]
+            (2, "a_sub", u[0], Kind.MESSAGE, None, None, None),
+            (3, "a_sub", u[0], Kind.MESSAGE, None, None, None),
+            (4, "b_sub", u[0], Kind.MESSAGE, None, None, None),
+            (5, "a_sub", u[0], Kind.BATCH, None, None, None),
+            (6, "a_sub", u[1], Kind.MESSAGE, None, None, None),
+        ],
+        "2026-01-01T00:00:00Z",
     )
     ledger.finish_ingest()
     assert dups == 1
@@ -42,12 +43,12 @@ def test_duplicates_are_counted_not_stored(ledger_path: Path) -> None:
 def test_local_results_are_final_and_never_sent(ledger_path: Path) -> None:
     """A row rejected locally (invalid umid) is final at once and not offered to a lane."""
     ledger = Ledger.create(ledger_path, {})
-    bad = Result(outcome=Outcome.INVALID_UMID, error_message="not a UUID (local check)")
     ledger.add(
         [
-            ("a_sub", "../x", Kind.MESSAGE, 2, None, bad),
-            ("a_sub", umids(1)[0], Kind.MESSAGE, 3, None, None),
-        ]
+            (2, "a_sub", "../x", Kind.MESSAGE, None, Outcome.INVALID_UMID, "test"),
+            (3, "a_sub", umids(1)[0], Kind.MESSAGE, None, None, None),
+        ],
+        "2026-01-01T00:00:00Z",
     )
     ledger.finish_ingest()
     assert ledger.lanes() == [("a_sub", 1)]
@@ -113,7 +114,8 @@ def test_reopen_sends_again_what_the_key_refused_but_not_what_is_final(
     u = umids(6)
     ledger = make_ledger(ledger_path, [("a_sub", x) for x in u[:5]])
     ledger.add(
-        [("bad sub", u[5], Kind.MESSAGE, 7, None, Result(outcome=Outcome.SUBACCOUNT_REJECTED))]
+        [(7, "bad sub", u[5], Kind.MESSAGE, None, Outcome.SUBACCOUNT_REJECTED, None)],
+        "2026-01-01T00:00:00Z",
     )
     work = ledger.next_work("a_sub", 0, 5)
     ledger.record(
@@ -157,7 +159,10 @@ def test_reopen_sends_again_what_the_key_refused_but_not_what_is_final(
 def test_extra_columns_come_back_with_results(ledger_path: Path) -> None:
     """The input's other columns are stored per row and returned after the result columns."""
     ledger = Ledger.create(ledger_path, {"extra_columns": ["campaign", "note"]})
-    ledger.add([("a_sub", umids(1)[0], Kind.MESSAGE, 2, ("spring", "007"), None)])
+    ledger.add(
+        [(2, "a_sub", umids(1)[0], Kind.MESSAGE, ("spring", "007"), None, None)],
+        "2026-01-01T00:00:00Z",
+    )
     ledger.finish_ingest()
     (row,) = next(iter(ledger.iter_results()))
     assert row[-2:] == ("spring", "007")
@@ -201,29 +206,70 @@ def test_the_wal_is_checkpointed_off_the_writer_and_the_thread_ends_with_the_led
     assert not [t for t in threading.enumerate() if t.name == "ledger-checkpoint"]
 
 
-def test_the_first_of_two_duplicates_is_kept_whether_it_is_final_or_to_send(
+def test_the_first_of_two_duplicates_is_kept_among_rows_final_and_to_send(
     ledger_path: Path,
 ) -> None:
-    """Rows to send and rows final at once are inserted in input order: the first one wins."""
+    """Duplicates are found among rows to send and among rows refused locally, in one add()
+    or across several; the first of each is kept, and rows stay in input order."""
     a, b = umids(2)
-    bad = Result(outcome=Outcome.INVALID_UMID, error_message="test")
     ledger = Ledger.create(ledger_path, {})
     dups = ledger.add(
         [
-            ("s_1", a, Kind.MESSAGE, 2, None, bad),
-            ("s_1", a, Kind.MESSAGE, 3, None, None),
-            ("s_1", b, Kind.MESSAGE, 4, ["x"], None),
-            ("s_1", b, Kind.MESSAGE, 5, None, bad),
-        ]
+            (2, "s_1", "not-a-uuid", Kind.MESSAGE, None, Outcome.INVALID_UMID, "test"),
+            (3, "s_1", a, Kind.MESSAGE, None, None, None),
+            (4, "s_1", b, Kind.MESSAGE, ["x"], None, None),
+            (5, "s_1", "not-a-uuid", Kind.MESSAGE, ["y"], Outcome.INVALID_UMID, "test"),
+            (6, "s_1", a, Kind.MESSAGE, ["z"], None, None),
+        ],
+        "2026-01-01T00:00:00Z",
+    )
+    dups += ledger.add(
+        [
+            (7, "s_1", b, Kind.MESSAGE, None, None, None),
+            (8, "s_1", "not-a-uuid", Kind.MESSAGE, None, Outcome.INVALID_UMID, "test"),
+            (9, "s_2", b, Kind.MESSAGE, None, None, None),  # another subaccount: not a duplicate
+            (10, "s_1", b, Kind.BATCH, None, None, None),  # another kind: not a duplicate
+        ],
+        "2026-01-01T00:00:00Z",
     )
     ledger.set_meta({"extra_columns": ["owner"]})
     ledger.finish_ingest()
-    assert dups == 2
+    assert dups == 4
     rows = [r for chunk in ledger.iter_results() for r in chunk]
-    assert [(r[0], r[3], r[-2], r[-1]) for r in rows] == [
-        (a, "invalid_umid", 2, ""),
-        (b, "not_attempted", 4, "x"),
+    assert [(r[0], r[1], r[3], r[-2], r[-1]) for r in rows] == [
+        ("not-a-uuid", "s_1", "invalid_umid", 2, ""),
+        (a, "s_1", "not_attempted", 3, ""),
+        (b, "s_1", "not_attempted", 4, "x"),
+        (b, "s_2", "not_attempted", 9, ""),
+        (b, "s_1", "not_attempted", 10, ""),
     ]
+    ledger.close()
+
+
+def test_a_resumed_ledger_still_knows_its_ids(ledger_path: Path) -> None:
+    """Ids added before the ledger was closed (a run killed mid-read) are duplicates after it
+    is opened again; an add() rolled back is forgotten."""
+    a, b, c = umids(3)
+    ledger = Ledger.create(ledger_path, {})
+    assert ledger.add([(2, "s_1", a, Kind.MESSAGE, None, None, None)], "2026-01-01T00:00:00Z") == 0
+    ledger.commit()
+    ledger.close()
+    ledger = Ledger.open(ledger_path)
+    assert ledger.add([(3, "s_1", b, Kind.MESSAGE, None, None, None)], "2026-01-01T00:00:00Z") == 0
+    ledger.rollback()
+    assert (
+        ledger.add(
+            [
+                (4, "s_1", a, Kind.MESSAGE, None, None, None),
+                (5, "s_1", b, Kind.MESSAGE, None, None, None),
+            ],
+            "2026-01-01T00:00:00Z",
+        )
+        == 1
+    )
+    assert ledger.add([(6, "s_1", c, Kind.MESSAGE, None, None, None)], "2026-01-01T00:00:00Z") == 0
+    ledger.commit()
+    assert ledger.totals()[0] == 3
     ledger.close()
 
 
@@ -243,7 +289,9 @@ def test_typed_extra_values_come_back_with_their_types(ledger_path: Path) -> Non
     )
     names = [f"c{i}" for i in range(len(values))]
     ledger = Ledger.create(ledger_path, {"extra_columns": names, "extra_types": ["cell"] * 10})
-    ledger.add([("a_sub", umids(1)[0], Kind.MESSAGE, 2, values, None)])
+    ledger.add(
+        [(2, "a_sub", umids(1)[0], Kind.MESSAGE, values, None, None)], "2026-01-01T00:00:00Z"
+    )
     ledger.finish_ingest()
     (row,) = next(iter(ledger.iter_results()))
     extra = row[len(RESULT_COLUMNS) :]
@@ -257,11 +305,12 @@ def test_add_holds_little_memory_per_row_with_extra_columns(ledger_path: Path) -
     n = 20_000
     rows = [
         (
+            i + 2,
             "a_sub",
             u,
             Kind.MESSAGE,
-            i + 2,
             ("Spring sale", f"+4477009{i:05d}", "2026-03-01T10:00Z"),
+            None,
             None,
         )
         for i, u in enumerate(umids(n))
@@ -270,7 +319,7 @@ def test_add_holds_little_memory_per_row_with_extra_columns(ledger_path: Path) -
     gc.collect()
     tracemalloc.start()
     try:
-        ledger.add(rows)
+        ledger.add(rows, "2026-01-01T00:00:00Z")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

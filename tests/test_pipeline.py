@@ -281,7 +281,10 @@ async def test_rows_fed_while_sending_are_all_sent_and_the_run_waits_for_the_clo
     for start in range(0, 300, 50):
         sub = "sub_a" if start < 150 else "sub_b"  # a second subaccount appears mid-way
         rows = ids[start : start + 50]
-        ledger.add((sub, u, Kind.MESSAGE, start + i + 2, None, None) for i, u in enumerate(rows))
+        ledger.add(
+            [(start + i + 2, sub, u, Kind.MESSAGE, None, None, None) for i, u in enumerate(rows)],
+            "2026-01-01T00:00:00Z",
+        )
         ledger.commit()
         feed.publish([sub] if start in (0, 150) else [])
         if start == 250:
@@ -309,7 +312,10 @@ async def test_a_stop_wakes_lanes_waiting_for_rows(ledger_path: Path) -> None:
     fake = ScriptedCanceller(lambda t, n: OK)
     pipeline = Pipeline(ledger, fake, settings(), feed=feed)
     task = asyncio.create_task(pipeline.run())
-    ledger.add(("sub_a", u, Kind.MESSAGE, i + 2, None, None) for i, u in enumerate(umids(10)))
+    ledger.add(
+        [(i + 2, "sub_a", u, Kind.MESSAGE, None, None, None) for i, u in enumerate(umids(10))],
+        "2026-01-01T00:00:00Z",
+    )
     ledger.commit()
     feed.publish(["sub_a"])
     for _ in range(50):
@@ -336,7 +342,11 @@ async def test_parked_workers_wake_for_rows_fed_one_at_a_time(ledger_path: Path)
     for start in range(0, 90, 3):
         rows = ids[start : start + 3]
         ledger.add(
-            ("sub_a", u, Kind.MESSAGE, start + i + 2, None, None) for i, u in enumerate(rows)
+            [
+                (start + i + 2, "sub_a", u, Kind.MESSAGE, None, None, None)
+                for i, u in enumerate(rows)
+            ],
+            "2026-01-01T00:00:00Z",
         )
         ledger.commit()
         feed.publish(["sub_a"] if start == 0 else [])
