@@ -198,6 +198,8 @@ def merged_summary(output: Path, parts: Sequence[_Part]) -> Summary:
             for k, v in first.settings.items()
             if all(s.settings.get(k) == v for s in summaries)
         },
+        # Each shard read the whole input (a shard that did not is refused): say so if they did.
+        ingest_complete=True if all(s.ingest_complete for s in summaries) else None,
         other={
             "shards": [
                 {
