@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 
+from .client import header_safe
 from .errors import (
     AuthError,
     BulkCancelError,
@@ -269,14 +270,15 @@ def checked_key(key: str, *, missing: str, unsafe: str) -> str:
     """*key* without surrounding blanks, or a :class:`~bulk_cancel.errors.ConfigError`: *missing*
     when it is empty, *unsafe* when it holds a character no HTTP header may carry (the client's
     own rule, checked before any file is written)."""
-    from .client import header_safe
-
     key = key.strip()
     if not key:
         raise ConfigError(missing)
     if not header_safe(key):
         raise ConfigError(unsafe)
     return key
+
+
+# ---------------------------------------------------------------------- DataFrames in and out
 
 
 def cancel(

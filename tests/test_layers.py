@@ -38,11 +38,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("runner",),
     # A job's runs.
     ("jobs",),
-    # The library face over runs and jobs.
+    # The library: the core every run goes through (``api.run``), and DataFrames in and out.
     ("api",),
     # The package's public names (``bulk_cancel.cancel``, the errors, ``Summary``), loaded lazily.
     ("__init__",),
-    # The edges: the command line and the demo.
+    # The edges: the command line (cli/, built on ``api.run``) and the demo.
     ("cli", "demo"),
     # `python -m bulk_cancel`.
     ("__main__",),
