@@ -43,6 +43,7 @@ class ProcessOwner:
         return handling_signals(lambda signum, frame: run.note_signal(signum))
 
     async def drive(self, run: RunControl) -> RunResult:
+        """Run it to its end with the progress display, the process's signals its stops."""
         from ..display import live_progress
 
         async with live_progress(run.progress, tty=self.progress_bar, sending=run.sending):
