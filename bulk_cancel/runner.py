@@ -110,12 +110,13 @@ LIBRARY_STEPS: Final = NextSteps(
 class Runner:
     """Runs one job; :meth:`run` is the only entry point.
 
-    Made and driven by :func:`bulk_cancel.api.run` only. It owns nothing of the process: it
-    installs no signal handler, never exits and never freezes the collector. Whoever owns the
-    process (an :class:`bulk_cancel.api.Owner`: the command's turns signals into these calls,
-    the library's its task's cancellation) calls :meth:`note_signal` (while the input is read, a
-    plain handler may only take a note) and :meth:`interrupt` (once sending, from the event
-    loop), and :meth:`commit` before leaving at once.
+    Made only by :mod:`bulk_cancel.api` (:func:`~bulk_cancel.api.run`, and its dry run
+    :func:`~bulk_cancel.api.plan`). It owns nothing of the process: it installs no signal
+    handler, never exits and never freezes the collector. Whoever owns the process (an
+    :class:`bulk_cancel.api.Owner`: the command's turns signals into these calls, the library's
+    its task's cancellation) calls :meth:`note_signal` (while the input is read, a plain handler
+    may only take a note) and :meth:`interrupt` (once sending, from the event loop), and
+    :meth:`commit` before leaving at once.
 
     *ledger* overrides the ledger's place (beside the output by default); *write_files* False
     keeps the results in the ledger only (the library builds its DataFrame from it);
