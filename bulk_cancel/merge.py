@@ -17,26 +17,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from . import writers
 from .errors import ExitCode, UsageError
 from .ledger import Ledger, ledger_path
-from .model import RESULT_COLUMNS, Outcome
+from .model import RESULT_COLUMNS, Outcome, Summary
 from .shard import Shard, parse_shard
 
-#: Summary figures that add up over shards (each shard's rows are its own).
-_SUMMED: Final = (
-    "cancelled_total",
-    "unique",
-    "duplicates",
-    "requests",
-    "retries",
-    "requests_this_run",
-    "throttled_this_run",
-)
-#: Figures of the input itself, which every shard reads whole: the same in each.
-_SHARED: Final = ("input_rows", "blank_rows")
 _LINE: Final = RESULT_COLUMNS.index("line")
 _CHUNK_ROWS: Final = 20_000
 
@@ -47,12 +35,12 @@ class _Part:
 
     results: Path
     shard: Shard
-    summary: dict[str, Any]
+    summary: Summary
     checksum: str | None
     extra_columns: tuple[str, ...]
 
 
-def merge(output: Path, results: Sequence[Path]) -> dict[str, Any]:
+def merge(output: Path, results: Sequence[Path]) -> Summary:
     """Merge the shards whose results files are *results* into *output*; return the summary.
 
     Raises :class:`~bulk_cancel.errors.UsageError` (exit 2) when they are not exactly the N
@@ -60,21 +48,22 @@ def merge(output: Path, results: Sequence[Path]) -> dict[str, Any]:
     """
     writers.output_format(output)  # a bad extension is refused before anything is read
     parts = _check([_part(path) for path in results])
-    summary = _summary(output, parts)
+    summary = merged_summary(output, parts)
+    data = summary.to_dict()
     columns = [*RESULT_COLUMNS, *parts[0].extra_columns]
     ledgers = [Ledger.read_only(ledger_path(p.results)) for p in parts]
     try:
         written = writers.write_results(
-            output, columns, _chunks(_in_input_order(ledgers)), summary=summary
+            output, columns, _chunks(_in_input_order(ledgers)), summary=data
         )
     finally:
         for ledger in ledgers:
             ledger.close()
-    if written != summary["unique"]:  # the ledgers changed under us: say so, never half-true
+    if written != summary.unique:  # the ledgers changed under us: say so, never half-true
         raise UsageError(
-            f"{output}: wrote {written} rows, the shards' summaries say {summary['unique']}"
+            f"{output}: wrote {written} rows, the shards' summaries say {summary.unique}"
         )
-    writers.write_summary(writers.summary_path(output), summary)
+    writers.write_summary(writers.summary_path(output), data)
     return summary
 
 
@@ -92,7 +81,7 @@ def _part(results: Path) -> _Part:
             f"{label}: no summary beside it: this shard has not finished; run its command "
             "again (with --resume=auto it continues), then merge"
         )
-    summary = writers.read_summary(summary_file)
+    summary = Summary.from_dict(writers.read_summary(summary_file))
     ledger = Ledger.read_only(ledger_file)
     try:
         meta = ledger.meta()
@@ -169,39 +158,66 @@ def _chunks(rows: Iterable[tuple[object, ...]]) -> Iterator[list[tuple[object, .
         yield chunk
 
 
-def _summary(output: Path, parts: Sequence[_Part]) -> dict[str, Any]:
+def merged_summary(output: Path, parts: Sequence[_Part]) -> Summary:
+    """The shards' summaries as one, with one run's keys: rows and requests summed (each
+    shard's rows are its own), the input's own figures once (every shard reads it whole), the
+    span from the first start to the last finish, the worst exit code. The settings are those
+    every shard shared; each shard's own account is under ``shards``."""
     summaries = [p.summary for p in parts]
-    counts = {o.value: sum(int(s["counts"].get(o.value, 0)) for s in summaries) for o in Outcome}
-    started = min((s["started_at"] for s in summaries if s.get("started_at")), default=None)
-    finished = max((s["finished_at"] for s in summaries if s.get("finished_at")), default=None)
-    merged: dict[str, Any] = {
-        "counts": counts,
-        **{key: sum(int(s.get(key) or 0) for s in summaries) for key in _SUMMED},
-        **{key: max(int(s.get(key) or 0) for s in summaries) for key in _SHARED},
-        "started_at": started,
-        "finished_at": finished,
-        "elapsed_s": _span_s(started, finished),
-        "exit_code": int(max(ExitCode(int(s["exit_code"])) for s in summaries)),
-        "stop_reason": next((s["stop_reason"] for s in summaries if s.get("stop_reason")), None),
-        "results": str(output),
-        "input_checksum": parts[0].checksum,
-        "shards": [
-            {
-                "shard": str(p.shard),
-                "results": str(p.results),
-                "exit_code": p.summary["exit_code"],
-                "stop_reason": p.summary.get("stop_reason"),
-                "elapsed_s": p.summary.get("elapsed_s"),
-                **{k: p.summary[k] for k in ("resume_command",) if k in p.summary},
-            }
-            for p in parts
-        ],
-    }
-    elapsed = merged["elapsed_s"]
-    merged["achieved_rate_per_s"] = (
-        round(merged["requests_this_run"] / elapsed, 1) if elapsed else 0.0
+    first = summaries[0]
+    started = min((s.started_at for s in summaries if s.started_at), default=None)
+    finished = max((s.finished_at for s in summaries if s.finished_at), default=None)
+    elapsed_s = _span_s(started, finished)
+    requests_this_run = sum(s.requests_this_run for s in summaries)
+    stopped = next((s for s in summaries if s.stop_reason), None)
+    rejected = dict.fromkeys(sub for s in summaries for sub in s.rejected_subaccounts)
+    return Summary(
+        counts={o.value: sum(int(s.counts.get(o.value, 0)) for s in summaries) for o in Outcome},
+        cancelled_total=sum(s.cancelled_total for s in summaries),
+        input_rows=max(s.input_rows for s in summaries),
+        unique=sum(s.unique for s in summaries),
+        duplicates=sum(s.duplicates for s in summaries),
+        blank_rows=max(s.blank_rows for s in summaries),
+        requests=sum(s.requests for s in summaries),
+        retries=sum(s.retries for s in summaries),
+        requests_this_run=requests_this_run,
+        retries_this_run=sum(s.retries_this_run for s in summaries),
+        throttled_this_run=sum(s.throttled_this_run for s in summaries),
+        started_at=started,
+        finished_at=finished,
+        elapsed_s=elapsed_s,
+        achieved_rate_per_s=round(requests_this_run / elapsed_s, 1) if elapsed_s else 0.0,
+        exit_code=int(max(ExitCode(s.exit_code) for s in summaries)),
+        stop_reason=None if stopped is None else stopped.stop_reason,
+        stop_detail=None if stopped is None else stopped.stop_detail,
+        rejected_subaccounts=tuple(rejected),
+        results=str(output),
+        input_checksum=parts[0].checksum,
+        settings={
+            k: v
+            for k, v in first.settings.items()
+            if all(s.settings.get(k) == v for s in summaries)
+        },
+        # Each shard read the whole input (a shard that did not is refused): say so if they did.
+        ingest_complete=True if all(s.ingest_complete for s in summaries) else None,
+        other={
+            "shards": [
+                {
+                    "shard": str(p.shard),
+                    "results": str(p.results),
+                    "exit_code": p.summary.exit_code,
+                    "stop_reason": p.summary.stop_reason,
+                    "elapsed_s": p.summary.elapsed_s,
+                    **(
+                        {}
+                        if p.summary.resume_command is None
+                        else {"resume_command": p.summary.resume_command}
+                    ),
+                }
+                for p in parts
+            ]
+        },
     )
-    return merged
 
 
 def _span_s(started: str | None, finished: str | None) -> float:

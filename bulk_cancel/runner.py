@@ -88,7 +88,7 @@ def _now() -> str:
 class NextSteps:
     """How the caller tells its user to finish, or re-send the failures of, a stopped run.
 
-    The command (:func:`bulk_cancel.cli.next_steps`) gives shell commands, which the summary
+    The command (:func:`bulk_cancel.cli.shell.next_steps`) gives shell commands, which the summary
     keeps (``resume_command``, ``retry_failed_command``, ``command_notes``); the library gives
     words about its own call, which the summary does not keep.
     """
@@ -110,16 +110,19 @@ LIBRARY_STEPS: Final = NextSteps(
 class Runner:
     """Runs one job; :meth:`run` is the only entry point.
 
-    It owns nothing of the process: it installs no signal handler, never exits and never
-    freezes the collector. Whoever owns the process (the command, :mod:`bulk_cancel.cli`) turns
-    signals into :meth:`note_signal` (while the input is read, a plain handler may only take a
-    note) and :meth:`interrupt` (once sending, from the event loop), and on a second signal calls
-    :meth:`commit` before leaving at once. The library (:mod:`bulk_cancel.api`) calls
-    :meth:`interrupt` when its task is cancelled.
+    Made only by :mod:`bulk_cancel.api` (:func:`~bulk_cancel.api.run`, and its dry run
+    :func:`~bulk_cancel.api.plan`). It owns nothing of the process: it installs no signal
+    handler, never exits and never freezes the collector. Whoever owns the process (an
+    :class:`bulk_cancel.api.Owner`: the command's turns signals into these calls, the library's
+    its task's cancellation) calls :meth:`note_signal` (while the input is read, a plain handler
+    may only take a note) and :meth:`interrupt` (once sending, from the event loop), and
+    :meth:`commit` before leaving at once.
 
     *ledger* overrides the ledger's place (beside the output by default); *write_files* False
     keeps the results in the ledger only (the library builds its DataFrame from it);
-    *next_steps* words what the messages and the summary tell the user to do next.
+    *next_steps* words what the messages and the summary tell the user to do next;
+    *input_name* names the input in the summary and the ledger when the path read is not what
+    the user gave (the library's temporary file for a DataFrame).
     """
 
     def __init__(
@@ -134,8 +137,10 @@ class Runner:
         ledger: Path | None = None,
         write_files: bool = True,
         next_steps: NextSteps = LIBRARY_STEPS,
+        input_name: str | None = None,
     ) -> None:
         self.settings = settings
+        self.input_name = input_name if input_name is not None else settings.input
         self.next_steps = next_steps
         self.ledger_path = ledger if ledger is not None else ledger_path(settings.output)
         self._write_files = write_files
@@ -412,7 +417,7 @@ class Runner:
         s = self.settings
         meta: dict[str, Any] = {
             "created_at": _now(),
-            "input": s.input,
+            "input": self.input_name,
             "settings": self._fingerprint(),
         }
         if source is not None and s.input != "-":
@@ -470,7 +475,8 @@ class Runner:
         if asking:
             self._ask_before_reading(source, count)
         ledger = Ledger.create(
-            path, {"created_at": _now(), "input": s.input, "settings": self._fingerprint()}
+            path,
+            {"created_at": _now(), "input": self.input_name, "settings": self._fingerprint()},
         )
         self._created = True
         try:
@@ -873,7 +879,11 @@ class Runner:
             rejected_subaccounts=tuple(report.rejected_subaccounts),
             results=str(s.output) if self._write_files else None,
             shard=None if s.shard is None else str(s.shard),
-            settings=s.public(),
+            settings={
+                **s.public(),
+                "input": self.input_name,
+                "output": str(s.output) if self._write_files else None,
+            },
             resume_command=steps.resume if commands else None,
             retry_failed_command=steps.retry_failed if commands else None,
             command_notes=steps.notes if commands and steps.notes else None,

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from e2e import bulk_cancel as run_command
-from e2e import simulator, wait_for_requests
+from e2e import read_results, read_summary, simulator, wait_for_requests, write_csv
 from helpers import API_KEY, umids
 
 import bulk_cancel
@@ -345,3 +345,83 @@ async def test_a_dead_proxy_raises_network_error_with_every_row(tmp_path: Path) 
     assert set(caught.value.results["outcome"]) == {"not_attempted"}
     assert len(caught.value.results) == 8
     assert "secret-pw" not in str(caught.value)
+
+
+def test_the_command_and_the_library_give_the_same_rows_and_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bulk-cancel run` and cancel(path) of one file (two subaccounts, a duplicate, an invalid
+    umid, an extra column) write the same results rows, every column but the time and the
+    simulator's error ids (fresh per answer), and the same summary figures: the command runs
+    through the library's core."""
+    ids = umids(40, seed=310)
+    rows = [[u, "acme_hq" if i % 2 else "acme_eu", f"c{i % 3}"] for i, u in enumerate(ids)]
+    rows += [
+        [ids[3], "acme_eu" if 3 % 2 == 0 else "acme_hq", "again"],
+        ["not-a-umid", "acme_hq", "x"],
+    ]
+    source = write_csv(tmp_path / "in.csv", ["umid", "subaccount_id", "campaign"], rows)
+    sim_args = ("--not-found-ratio", "0.2", "--already-sent-ratio", "0.2")
+    with simulator(*sim_args) as sim:
+        ran = run_command(
+            "run", "--input", source, "--output", tmp_path / "cli.csv", "--base-url", sim.url,
+            "--allow-insecure-http",
+        )  # fmt: skip
+        assert ran.code == 0, ran.stderr
+    monkeypatch.setenv("EIGHTX8_API_KEY", API_KEY)
+    with simulator(*sim_args) as sim:  # a fresh one: each umid's fate is the same
+        frame = bulk_cancel.cancel(
+            source, base_url=sim.url, allow_insecure_http=True, output=tmp_path / "lib.csv"
+        )
+
+    def timeless(path: Path) -> list[dict[str, str]]:
+        fresh = ("finished_at", "error_id")
+        return [{k: v for k, v in row.items() if k not in fresh} for row in read_results(path)]
+
+    assert timeless(tmp_path / "lib.csv") == timeless(tmp_path / "cli.csv")
+    assert len(frame) == 41 and {"cancelled", "not_found", "invalid_umid"} <= set(frame["outcome"])
+    by_cli, by_lib = read_summary(tmp_path / "cli.csv"), read_summary(tmp_path / "lib.csv")
+    figures = ("counts", "unique", "duplicates", "input_rows", "blank_rows", "cancelled_total")
+    for key in (*figures, "requests", "exit_code", "stop_reason", "input_checksum"):
+        assert by_lib[key] == by_cli[key], key
+    assert by_lib["settings"]["input"] == by_cli["settings"]["input"] == str(source)
+    assert frame.attrs["summary"].counts == by_cli["counts"]
+
+
+async def test_a_frame_is_named_as_given_never_by_its_temporary_file(tmp_path: Path) -> None:
+    """A DataFrame's summary (and its summary JSON) say `<DataFrame>` for the input, and an
+    input error names `<DataFrame>`, never the temporary Parquet file read in its place."""
+    out = tmp_path / "out.csv"
+    async with running_simulator() as sim:
+        results = await bulk_cancel.cancel_async(
+            pd.DataFrame({"umid": umids(5, seed=311)}),
+            subaccount="acme_hq",
+            api_key=API_KEY,
+            base_url=sim.url,
+            allow_insecure_http=True,
+            output=out,
+        )
+        with pytest.raises(InputError) as caught:
+            await bulk_cancel.cancel_async(
+                pd.DataFrame({"colour": ["red"]}),
+                subaccount="acme_hq",
+                api_key=API_KEY,
+                base_url=sim.url,
+                allow_insecure_http=True,
+            )
+        plain = await bulk_cancel.cancel_async(
+            umids(3, seed=312),
+            subaccount="acme_hq",
+            api_key=API_KEY,
+            base_url=sim.url,
+            allow_insecure_http=True,
+        )
+    summary = results.attrs["summary"]
+    assert summary.settings["input"] == "<DataFrame>"
+    assert summary.settings["output"] == str(out)
+    written = (tmp_path / "out.summary.json").read_text()
+    assert '"input": "<DataFrame>"' in written and "input.parquet" not in written
+    assert str(caught.value).startswith("<DataFrame>: ") and ".parquet" not in str(caught.value)
+    quiet = plain.attrs["summary"]  # no file asked for: no temporary path to point at
+    assert quiet.settings["input"] == "<iterable>"
+    assert (quiet.settings["output"], quiet.results, quiet.ledger) == (None, None, None)

@@ -29,7 +29,8 @@ from e2e import (
 )
 from helpers import API_KEY, umids
 
-from bulk_cancel.cli import next_steps, prompting
+from bulk_cancel.cli.process import prompting
+from bulk_cancel.cli.shell import next_steps
 from bulk_cancel.config import ResolvedSettings, resolve
 from bulk_cancel.errors import ConfigError, ExitCode, Interrupted, LedgerError, UsageError
 from bulk_cancel.jobs import SIDECAR_SUFFIX, DropFolder, job_lock, plan_runs, run_job

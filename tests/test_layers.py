@@ -38,11 +38,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("runner",),
     # A job's runs.
     ("jobs",),
-    # The library face over runs and jobs.
+    # The library: the core every run goes through (``api.run``), and DataFrames in and out.
     ("api",),
     # The package's public names (``bulk_cancel.cancel``, the errors, ``Summary``), loaded lazily.
     ("__init__",),
-    # The edges: the command line and the demo.
+    # The edges: the command line (cli/, built on ``api.run``) and the demo.
     ("cli", "demo"),
     # `python -m bulk_cancel`.
     ("__main__",),
@@ -164,3 +164,79 @@ def test_a_sub_package_counts_as_one_module(name: str) -> None:
     inside = [m for m in graph if unit(m) == name]
     assert len(inside) > 1
     assert any(unit(t) != name for m in inside for t in graph[m])
+
+
+def test_the_command_runs_through_the_library() -> None:
+    """`bulk-cancel run` is the library's `api.run` under the command's owner: the cli package
+    imports the api and none of what makes or drives a run (runner, pipeline, client, ingest,
+    ledger), and api is the only module that makes a Runner."""
+    graph = import_graph()
+    from_cli = {target for module in graph if unit(module) == "cli" for target in graph[module]}
+    assert "bulk_cancel.api" in from_cli
+    assert {unit(t) for t in from_cli} & {
+        "runner",
+        "pipeline",
+        "client",
+        "ingest",
+        "ledger",
+    } == set()
+    makers = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Call) and _called(node) == "Runner":
+                makers.add(_module_name(path, PACKAGE))
+    assert makers == {"bulk_cancel.api"}
+
+
+#: Calls that act on the whole process: its signal handlers, its exit, its collector, its
+#: logging. Only the command (and the simulator serving as a process) may make them.
+PROCESS_CALLS = frozenset(
+    {
+        "signal.signal",
+        "add_signal_handler",
+        "os._exit",
+        "sys.exit",
+        "gc.freeze",
+        "structlog.configure",
+        "logging.basicConfig",
+        "logs.configure",
+    }
+)
+
+
+def test_the_library_leaves_the_process_alone() -> None:
+    """Nothing the library imports, directly or through others, installs a signal handler,
+    exits, freezes the collector or configures logging: those belong to the command."""
+    graph = import_graph()
+    reached, todo = set(), ["bulk_cancel.api"]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(graph[module])
+    assert {"bulk_cancel.runner", "bulk_cancel.pipeline", "bulk_cancel.client"} <= reached
+    files = {_module_name(p, PACKAGE): p for p in PACKAGE.rglob("*.py")}
+    found = []
+    for module in sorted(reached):
+        tree = ast.parse(files[module].read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and _acts_on_the_process(_called(node)):
+                found.append(f"{module}:{node.lineno} {_called(node)}")
+    assert found == []
+
+
+def _called(call: ast.Call) -> str:
+    """What a call calls, as written: ``Runner``, ``signal.signal``, ``loop.add_signal_handler``."""
+    parts = []
+    func = call.func
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if isinstance(func, ast.Name):
+        parts.append(func.id)
+    return ".".join(reversed(parts))
+
+
+def _acts_on_the_process(name: str) -> bool:
+    """*name* is one of PROCESS_CALLS, a bare one (``add_signal_handler``) on any object."""
+    return any(name == c or ("." not in c and name.endswith("." + c)) for c in PROCESS_CALLS)

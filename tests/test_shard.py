@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections import Counter
 from pathlib import Path
@@ -226,3 +227,32 @@ def test_shards_pace_each_subaccount_at_rate_over_n(tmp_path: Path) -> None:
     )  # fmt: skip
     assert ran.code == 0, ran.stderr
     assert '"rate_per_s": 450.0' in ran.stdout and '"shard": "1/4"' in ran.stdout
+
+
+def test_the_merged_summary_has_one_runs_keys(tmp_path: Path) -> None:
+    """merge's summary has the keys of one run's summary (plus `shards`): requests and retries
+    summed over the shards, the input's figures once, the settings the shards shared."""
+    src, unique = _input(tmp_path, 200)
+    with simulator("--faults", "http_503=0.1") as sim:  # 6 attempts: a row fails 1 in 10⁶
+        for k in range(2):
+            ran = bulk_cancel(
+                "run", "--input", src, "--output", tmp_path / f"r{k}.csv", "--base-url", sim.url,
+                "--shard", f"{k}/2", "--rate", "1000",
+            )  # fmt: skip
+            assert ran.code == 0, ran.stderr
+    merged = bulk_cancel(
+        "merge", "--output", tmp_path / "all.csv", tmp_path / "r0.csv", tmp_path / "r1.csv",
+        "--format", "json",
+    )  # fmt: skip
+    assert merged.code == 0, merged.stderr
+    parts = [read_summary(tmp_path / f"r{k}.csv") for k in range(2)]
+    summary = read_summary(tmp_path / "all.csv")
+    assert json.loads(merged.stdout) == summary
+    assert list(summary) == [*parts[0], "shards"]  # the same keys, in the same order
+    for key in ("requests", "retries", "requests_this_run", "retries_this_run", "unique"):
+        assert summary[key] == parts[0][key] + parts[1][key], key
+    assert summary["retries_this_run"] > 0  # the 503s were retried: a sum that means something
+    assert (summary["unique"], summary["input_rows"]) == (unique, parts[0]["input_rows"])
+    assert summary["settings"]["input"] == str(src)
+    assert "shard" not in summary["settings"] and "output" not in summary["settings"]
+    assert [s["shard"] for s in summary["shards"]] == ["0/2", "1/2"]
