@@ -7,11 +7,12 @@ dry run in that index, and 10,000,000 took over six minutes, since its pages out
 Every id that is sent is a canonical UUID (:func:`~bulk_cancel.normalize.canonical_uuid`), so it
 *is* 16 bytes, and a set of 16-byte values can be exact without text. :class:`UuidSet` keeps them
 as two ``uint64`` arrays, sorted, in a few runs that merge like a binary counter (each value is
-moved about log₂ n times in all, in C): 16 bytes a value, 160 MB for 10 million. The sort key is
-``hi ^ mix(lo)``, not ``hi``: ids that share their first half (time-based GUIDs share a node id in
-the second half, sequential ones a prefix) still spread evenly, and since ``hi`` can be recovered
-from the key and ``lo``, the pair ``(key, lo)`` is the whole id, so a match is exact. Distinct ids
-that share a key are found and told apart (rare: a slow path in Python).
+moved about log₂ n times in all, in C, each merge in linear time): 16 bytes a value, 160 MB for
+10 million. The sort key is ``hi ^ mix(lo)``, not ``hi``: ids that share their first half
+(time-based GUIDs share a node id in the second half, sequential ones a prefix) still spread
+evenly, and since ``hi`` can be recovered from the key and ``lo``, the pair ``(key, lo)`` is the
+whole id, so a match is exact. Distinct ids that share a key are found and told apart (rare: a
+slow path in Python).
 
 The set lives in memory beside the ledger, which stays the truth: a resumed run rebuilds it from
 the ledger's rows.
@@ -29,7 +30,7 @@ U64 = npt.NDArray[np.uint64]
 Mask = npt.NDArray[np.bool_]
 
 #: Runs grow by merging up to this many values; above it they stay apart (a lookup searches each),
-#: so a merge never holds more than twice this in a temporary array (32 MiB).
+#: so a merge never holds more than this in new arrays (16 MiB, and a mask of 1 MiB).
 RUN_CAP: Final = 1 << 20
 
 _M1: Final = np.uint64(0xBF58476D1CE4E5B9)
@@ -98,12 +99,23 @@ class UuidSet:
         its size and the merged run stays within the cap."""
         keys, los = self._keys, self._los
         while keys and len(keys[-1]) <= 2 * len(key) and len(keys[-1]) + len(key) <= self._cap:
-            key = np.concatenate((keys.pop(), key))
-            lo = np.concatenate((los.pop(), lo))
-            order = np.argsort(key, kind="stable")
-            key, lo = key[order], lo[order]
+            key, lo = _merge(keys.pop(), los.pop(), key, lo)
         keys.append(key)
         los.append(lo)
+
+
+def _merge(key_a: U64, lo_a: U64, key_b: U64, lo_b: U64) -> tuple[U64, U64]:
+    """Two sorted runs as one, in linear time: each of *b*'s values goes after the values of
+    *a* not greater than it and after *b*'s own earlier ones (no sort, no index array of n)."""
+    size = len(key_a) + len(key_b)
+    at_b = np.searchsorted(key_a, key_b, side="right") + np.arange(len(key_b))
+    of_a = np.ones(size, dtype=np.bool_)
+    of_a[at_b] = False
+    key = np.empty(size, dtype=np.uint64)
+    lo = np.empty(size, dtype=np.uint64)
+    key[at_b], lo[at_b] = key_b, lo_b
+    key[of_a], lo[of_a] = key_a, lo_a
+    return key, lo
 
 
 def _contains(run_key: U64, run_lo: U64, key: U64, lo: U64) -> Mask:

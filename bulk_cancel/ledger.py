@@ -111,6 +111,7 @@ class Ledger:
         # The ids of the rows to send, per (subaccount, kind): loaded from the rows on the first
         # add() of a resumed ledger, dropped by rollback().
         self._seen: dict[tuple[str, str], UuidSet] | None = None
+        self._store_to_send = True
         self.added_to_send: dict[str, int] = {}
         """Rows to send that :meth:`add` inserted through this object, per subaccount."""
         self.added_refused: dict[str, int] = {}
@@ -119,11 +120,15 @@ class Ledger:
     # ---------------------------------------------------------------- opening and closing
 
     @classmethod
-    def create(cls, path: Path, meta: dict[str, Any], *, durable: bool = True) -> Ledger:
+    def create(
+        cls, path: Path, meta: dict[str, Any], *, durable: bool = True, plan: bool = False
+    ) -> Ledger:
         """Start a new ledger at *path*; refuse if one exists (a finished or interrupted run).
 
-        A ledger that is not *durable* (a dry run's, thrown away after it) keeps no journal and
-        never syncs: a crash may leave it corrupt, and nothing will ever read it again.
+        A ledger that is not *durable* keeps no journal and never syncs: a crash may leave it
+        corrupt. A *plan*'s ledger (a dry run's, thrown away after it, so not durable either)
+        checks and counts the rows to send (:attr:`added_to_send`) without storing them: a
+        plan needs their number, not the rows (measured: 2.5-3 µs a row saved of about 7).
         """
         if path.exists():
             raise LedgerError(
@@ -133,9 +138,10 @@ class Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock(path)
         try:
-            conn = _connect(path, durable=durable)
+            conn = _connect(path, durable=durable and not plan)
             conn.executescript(_SCHEMA)
             ledger = cls(path, conn, lock_fd)
+            ledger._store_to_send = not plan
             ledger.set_meta({"schema_version": SCHEMA_VERSION, **meta})
             ledger.commit()
         except BaseException:
@@ -347,6 +353,8 @@ class Ledger:
                 new[at] = fresh
                 added[sub] = added.get(sub, 0) + int(fresh.sum())
         keep = new.tolist()
+        if not self._store_to_send:
+            return sum(keep)
         n = len(tids)
         self._conn.executemany(
             _INSERT_PLAIN,

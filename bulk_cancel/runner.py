@@ -645,12 +645,11 @@ class Runner:
     # ------------------------------------------------------------------ dry run
 
     def plan(self) -> dict[str, Any]:
-        """Read, validate and de-duplicate into a throw-away ledger; send nothing."""
+        """Read, validate and de-duplicate into a throw-away ledger that counts the rows to send
+        and keeps only those refused locally (for their examples); send nothing."""
         with tempfile.TemporaryDirectory(prefix="bulk-cancel-plan-") as tmp:
             source = self._open_source() if self.settings.input is not None else None
-            ledger = Ledger.create(
-                Path(tmp) / "plan.ledger.sqlite", {"settings": {}}, durable=False
-            )
+            ledger = Ledger.create(Path(tmp) / "plan.ledger.sqlite", {"settings": {}}, plan=True)
             try:
                 stats = self._ingest(ledger, source, to_send=False)
                 # Counted as they went in: a GROUP BY would sort every row once more.
