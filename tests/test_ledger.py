@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from helpers import make_ledger, umids
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bulk_cancel.errors import LedgerError
 from bulk_cancel.ledger import Ledger, ledger_path
@@ -326,3 +328,58 @@ def test_add_holds_little_memory_per_row_with_extra_columns(ledger_path: Path) -
     ledger.finish_ingest()
     ledger.close()
     assert peak < n * 1024, f"{peak / n:,.0f} bytes per row"
+
+
+_POOL = umids(6, seed=91)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    chunks=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["a_sub", "b_sub", "bad sub"]),
+                st.sampled_from([*_POOL, "junk", "also junk"]),
+                st.sampled_from([Kind.MESSAGE, Kind.BATCH]),
+            ),
+            max_size=12,
+        ),
+        max_size=5,
+    )
+)
+def test_a_plans_counts_equal_what_a_run_stores(
+    tmp_path_factory: pytest.TempPathFactory, chunks: list[list[tuple[str, str, Kind]]]
+) -> None:
+    """A dry run's ledger counts what it does not store: per subaccount to send, per outcome
+    refused, and duplicates, exactly as a run's ledger holds the same rows."""
+    folder = tmp_path_factory.mktemp("plan")
+    run = Ledger.create(folder / "run.sqlite", {})
+    plan = Ledger.create(folder / "plan.sqlite", {}, plan=True)
+    line = 1
+    duplicates = {"run": 0, "plan": 0}
+    for chunk in chunks:
+        rows = []
+        for sub, tid, kind in chunk:
+            line += 1
+            problem = (
+                Outcome.SUBACCOUNT_REJECTED
+                if sub == "bad sub"
+                else Outcome.INVALID_UMID
+                if "junk" in tid
+                else None
+            )
+            rows.append((line, sub, tid, kind, None, problem, None if problem is None else "x"))
+        duplicates["run"] += run.add(rows, "2026-01-01T00:00:00Z")
+        duplicates["plan"] += plan.add(rows, "2026-01-01T00:00:00Z")
+    run.finish_ingest()
+    counts = run.counts()
+    assert {sub: n for sub, n in plan.added_to_send.items() if n} == dict(run.lanes())
+    assert {k: v for k, v in plan.added_refused.items() if v} == {
+        k: v for k, v in counts.items() if k != Outcome.NOT_ATTEMPTED
+    }
+    assert duplicates["plan"] == duplicates["run"]
+    assert plan.totals()[0] == sum(plan.added_refused.values())  # only the refused are stored
+    run.close()
+    plan.close()
