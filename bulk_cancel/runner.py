@@ -389,11 +389,16 @@ class Runner:
             ledger = Ledger.open(path)
             try:
                 meta = ledger.meta()
-                if source is not None:
+                expected = meta.get("input_checksum")
+                if source is not None and expected is not None:
                     # Reading the input again costs a few seconds on millions of rows, and is
-                    # the only way to be sure the rows match: compare checksums first.
+                    # the only way to be sure the rows match: compare checksums first. Stdin's
+                    # is known once it is read to the end (its rows are in the ledger already).
+                    if source.path == readers.STDIN:
+                        for _ in source:
+                            pass
                     checksum = source.checksum()
-                    if meta.get("input_checksum") not in (None, checksum):
+                    if checksum != expected:
                         raise LedgerError(
                             f"{s.input}: not the input of the run in {path} (checksum differs); "
                             "resume with the original file, or start afresh with another --output"

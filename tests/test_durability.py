@@ -598,3 +598,42 @@ def test_a_bad_row_found_while_sending_stops_both_with_exit_2(tmp_path: Path) ->
     rows = read_results(out)
     assert len(rows) == summary["unique"] and sum(summary["counts"].values()) == len(rows)
     assert summary["counts"]["cancelled"] == sent
+
+
+def test_a_run_from_stdin_resumes_with_the_same_stdin_and_refuses_another(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C a run reading stdin; its printed command, fed the same stdin, finishes it; other
+    data on stdin is refused with exit 2 and one line, and nothing more is sent."""
+    ids = umids(400, seed=41)
+    data = "umid\n" + "\n".join(ids) + "\n"
+    out = tmp_path / "results.csv"
+    piped = tmp_path / "piped.csv"  # what the shell pipes in (`export | bulk-cancel run --input -`)
+    piped.write_text(data)
+    with simulator() as sim, piped.open("rb") as stdin:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bulk_cancel", "run", "--input", "-", "--subaccount", SUB,
+             "--output", str(out), "--base-url", sim.url, "--rate", "100"],
+            env={**os.environ, "EIGHTX8_API_KEY": API_KEY},
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        wait_for_requests(sim, 20)
+        proc.send_signal(signal.SIGINT)
+        code, err = finish(proc)
+        assert code == 130, err
+        # Off a terminal stderr is JSON only: the command comes in the run.stopped event.
+        (stopped,) = [e for e in map(json.loads, err.splitlines()) if e["event"] == "run.stopped"]
+        command = shlex.split(stopped["message"].split("To finish: ", 1)[1])
+        assert command[:4] == ["bulk-cancel", "run", "--input", "-"], command
+        sent = sim.state()["requests"]
+        other = bulk_cancel(*command[1:], stdin="umid\n" + "\n".join(umids(3, seed=42)) + "\n")
+        assert other.code == 2, other.stderr
+        assert "checksum differs" in other.stderr and "Traceback" not in other.stderr
+        assert sim.state()["requests"] == sent
+        ran = bulk_cancel(*command[1:], stdin=data)
+        assert ran.code == 0, ran.stderr
+        assert sim.state()["requests"] == len(ids)  # nothing was sent twice
+    assert Counter(r["outcome"] for r in read_results(out)) == {"cancelled": len(ids)}
