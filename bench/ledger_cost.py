@@ -101,7 +101,10 @@ def sqlite_rows_per_s(ids: Sequence[str], tmp: Path) -> float:
     """The pipeline over the real ledger (a file in WAL mode, batched commits)."""
     ledger = Ledger.create(tmp / f"bench-{time.monotonic_ns()}.ledger.sqlite", {"settings": {}})
     try:
-        ledger.add((SUB, u, Kind.MESSAGE, i + 2, None, None) for i, u in enumerate(ids))
+        ledger.add(
+            [(i + 2, SUB, u, Kind.MESSAGE, None, None, None) for i, u in enumerate(ids)],
+            "2026-01-01T00:00:00Z",
+        )
         ledger.set_meta({"ingest_complete": True})
         ledger.finish_ingest()
         elapsed, done = uvloop.run(_drive(ledger))
