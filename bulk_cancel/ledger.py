@@ -1,8 +1,9 @@
 """The run ledger: every (subaccount, target) with its state, in SQLite beside the results.
 
-Why SQLite: de-duplicating and resuming 10 million umids must not cost a gigabyte of Python
-sets, and a kill -9 must not lose what was already sent. The ledger is the single source of
-truth; the results file and summary are rebuilt from it.
+Why SQLite: 10 million rows with their state and extra columns must not live in memory, and a
+kill -9 must not lose what was already sent. The ledger is the single source of truth; the
+results file and summary are rebuilt from it. Only the ids already seen are kept in memory too
+(:mod:`bulk_cancel.dedupe`, 16 bytes each), to find duplicates without an index on random text.
 
 States: ``PENDING`` → ``SENT`` (committed before the request leaves) → ``FINAL`` (outcome known).
 A row found ``SENT`` when a run starts was in flight when an earlier run died: its request may
