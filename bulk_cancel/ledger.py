@@ -281,6 +281,15 @@ class Ledger:
         """
         if not rows:
             return 0
+        try:
+            return self._add(rows, finished_at)
+        except BaseException:
+            # The ids may be remembered without their rows (a full disk, an interrupt in an
+            # executemany): forget them all; the next add() reads them back from the rows.
+            self._seen = None
+            raise
+
+    def _add(self, rows: Sequence[NewRow], finished_at: str) -> int:
         first = self._seq + 1
         self._seq += len(rows)
         self._begin()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import sqlite3
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import make_ledger, umids
@@ -383,3 +385,27 @@ def test_a_plans_counts_equal_what_a_run_stores(
     assert plan.totals()[0] == sum(plan.added_refused.values())  # only the refused are stored
     run.close()
     plan.close()
+
+
+def test_an_add_that_fails_part_way_remembers_no_id_without_its_row(ledger_path: Path) -> None:
+    """An add() that fails after some rows went in (here a value SQLite cannot bind) leaves no
+    id remembered without its row: adding the same rows again inserts the missing one."""
+    a, b = umids(2)
+    ledger = Ledger.create(ledger_path, {})
+    unbindable: Any = ["not", "a", "line"]
+    with pytest.raises(sqlite3.Error):
+        ledger.add(
+            [
+                (2, "s_1", a, Kind.MESSAGE, None, None, None),
+                (unbindable, "s_1", b, Kind.MESSAGE, None, None, None),
+            ],
+            "2026-01-01T00:00:00Z",
+        )
+    again = [
+        (4, "s_1", a, Kind.MESSAGE, None, None, None),
+        (5, "s_1", b, Kind.MESSAGE, None, None, None),
+    ]
+    assert ledger.add(again, "2026-01-01T00:00:00Z") == 1  # a went in the first time; b now
+    ledger.commit()
+    assert sorted(r[0] for chunk in ledger.iter_results() for r in chunk) == sorted([a, b])
+    ledger.close()
