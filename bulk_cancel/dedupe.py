@@ -122,10 +122,12 @@ def _contains(run_key: U64, run_lo: U64, key: U64, lo: U64) -> Mask:
     """Which of the sorted queries ``(key, lo)`` the run holds."""
     size = len(run_key)
     at = np.searchsorted(run_key, key)  # sorted queries: numpy narrows each search by the last
-    inside = at < size
-    clipped = np.minimum(at, size - 1)
-    same_key = inside & (run_key[clipped] == key)
-    found: Mask = same_key & (run_lo[clipped] == lo)
+    # A query above every key lands past the end: the last key, smaller than it, cannot match.
+    np.minimum(at, size - 1, out=at)
+    same_key = run_key[at] == key
+    found: Mask = same_key & (run_lo[at] == lo)
+    if np.array_equal(same_key, found):
+        return found
     # Distinct values sharing a key sit side by side; the first compared is not always the one.
     for i in np.flatnonzero(same_key & ~found):
         j = int(at[i]) + 1
