@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: The young generation's collection threshold while sending (Python's default: 700).
+_YOUNG_GC_THRESHOLD = 20_000
+
 _EXIT_CODES = """\
 exit codes:
   0    every row got an answer
@@ -548,9 +551,17 @@ async def owning_signals(runner: Any) -> Any:
             # (measured: a server counting arrivals saw 1,834-1,846 in one second at a 1,791/s
             # pace, 1,802 frozen).
             gc.freeze()
+            # And collect the young generation only when it grows by thousands of objects, not
+            # every 700: each request's objects live for its round trip, so at 3,000/s some
+            # 10,000 are alive at any time and the default thresholds collected them (and
+            # promoted them, to collect them again) 130 times a second, a fifth of the process's
+            # CPU (issue 13; BENCHMARKS.md). Objects freed as usual are never counted against it.
+            thresholds = gc.get_threshold()
+            gc.set_threshold(_YOUNG_GC_THRESHOLD, *thresholds[1:])
             try:
                 return await run
             finally:
+                gc.set_threshold(*thresholds)
                 gc.unfreeze()
         finally:
             sending.cancel()
