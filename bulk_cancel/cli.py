@@ -33,6 +33,31 @@ T = TypeVar("T")
 #: The young generation's collection threshold while sending (Python's default: 700).
 _YOUNG_GC_THRESHOLD = 20_000
 
+
+@contextmanager
+def sending_gc() -> Iterator[None]:
+    """Python's garbage collector, set for sending, for the block (the benchmark uses it too).
+
+    Everything alive at the start (modules, settings, the ledger) lives until the run ends.
+    Freezing it keeps Python's full collections from walking it all while sending: one stalls
+    the loop for 10-30 ms, and requests due meanwhile leave together (measured: a server
+    counting arrivals saw 1,834-1,846 in one second at a 1,791/s pace, 1,802 frozen). And the
+    young generation is collected only once it has grown by thousands of objects, not every
+    700: each request's objects live for its round trip, so at 3,000/s some 10,000 are alive at
+    any time, and the default thresholds collected them (and promoted them, to collect them
+    again) over 100 times a second, a fifth of the process's CPU (issue 13, BENCHMARKS.md).
+    Objects freed as usual never count against it.
+    """
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(_YOUNG_GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 _EXIT_CODES = """\
 exit codes:
   0    every row got an answer
@@ -545,24 +570,8 @@ async def owning_signals(runner: Any) -> Any:
                     installed.append(signum)
             if runner.noted_signal is not None:  # noted as the sending began
                 runner.interrupt(runner.noted_signal)
-            # Everything alive now (modules, settings, the ledger) lives until the run ends.
-            # Freezing it keeps Python's full collections from walking it all while sending:
-            # one stalls the loop for 10-30 ms, and requests due meanwhile leave together
-            # (measured: a server counting arrivals saw 1,834-1,846 in one second at a 1,791/s
-            # pace, 1,802 frozen).
-            gc.freeze()
-            # And collect the young generation only when it grows by thousands of objects, not
-            # every 700: each request's objects live for its round trip, so at 3,000/s some
-            # 10,000 are alive at any time and the default thresholds collected them (and
-            # promoted them, to collect them again) 130 times a second, a fifth of the process's
-            # CPU (issue 13; BENCHMARKS.md). Objects freed as usual are never counted against it.
-            thresholds = gc.get_threshold()
-            gc.set_threshold(_YOUNG_GC_THRESHOLD, *thresholds[1:])
-            try:
+            with sending_gc():
                 return await run
-            finally:
-                gc.set_threshold(*thresholds)
-                gc.unfreeze()
         finally:
             sending.cancel()
             for number in installed:
