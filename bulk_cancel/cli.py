@@ -45,7 +45,7 @@ def sending_gc() -> Iterator[None]:
     young generation is collected only once it has grown by thousands of objects, not every
     700: each request's objects live for its round trip, so at 3,000/s some 10,000 are alive at
     any time, and the default thresholds collected them (and promoted them, to collect them
-    again) over 100 times a second, a fifth of the process's CPU (issue 13, BENCHMARKS.md).
+    again) over 100 times a second, a sixth of the process's CPU (issue 13, BENCHMARKS.md).
     Objects freed as usual never count against it.
     """
     gc.freeze()
