@@ -183,19 +183,31 @@ class _Slot:
 
 
 class _Stamp:
-    """The current UTC time as ISO 8601 to the millisecond, formatted at most once a millisecond."""
+    """The current UTC time as ISO 8601 to the millisecond, formatted at most once a millisecond.
 
-    __slots__ = ("_ms", "_text")
+    The date and time up to the second are formatted once a second; only the milliseconds
+    change in between (at 3,000 requests a second, nearly every call is a new millisecond).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_ms", "_now", "_second", "_seconds", "_text")
+
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
+        self._now = now
         self._ms = -1
+        self._second = -1
+        self._seconds = ""
         self._text = ""
 
     def __call__(self) -> str:
-        ms = int(time.time() * 1000)
+        ms = int(self._now() * 1000)
         if ms != self._ms:
             self._ms = ms
-            self._text = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+            second, milli = divmod(ms, 1000)
+            if second != self._second:
+                self._second = second
+                text = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")
+                self._seconds = text.removesuffix("+00:00")
+            self._text = f"{self._seconds}.{milli:03d}+00:00"
         return self._text
 
 
