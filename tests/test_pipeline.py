@@ -359,3 +359,18 @@ def test_finished_at_stamps_match_datetimes_own_formatting_across_seconds() -> N
         ms = int(t * 1000)
         expected = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)
         assert stamp() == expected.isoformat(timespec="milliseconds")
+
+
+async def test_a_slow_lane_with_few_rows_ends_without_waiting_for_its_later_workers(
+    ledger_path: Path,
+) -> None:
+    """Workers due to start seconds later (64 at 5/s: the last after 12.6 s) start at once when no row is left."""
+    ids = umids(3)
+    ledger = make_ledger(ledger_path, [("sub_a", u) for u in ids])
+    fake = ScriptedCanceller(lambda t, n: OK)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await run(ledger, fake, rate_per_s=5, concurrency=64)
+    assert loop.time() - started < 6.0  # 3 slots at 5/s; the waves span 12.6 s
+    assert ledger.counts() == {"cancelled": 3}
+    ledger.close()
