@@ -4,7 +4,8 @@ Two subaccounts at ``--rate 1800`` under the 3,000/s per-IP cap, as in the bench
 scenario, but the canceller takes its rate slot and then answers ``cancelledCount: 1`` 100 ms
 later, without a socket: what is left is everything that is ours per request — the rate gates,
 the lane's workers, judging, the ledger's batches and commits, progress. The process's CPU
-(user + system, ``getrusage``) is read over the sending phase only (the ledger is filled before).
+(user + system, ``getrusage``) is read over the sending phase only (the ledger is filled before),
+with the garbage collector set as the command sets it while sending (``cli.process.sending_gc``).
 
     python bench/pipeline_cpu.py [ROWS] [--latency-ms 100] [--floor]
 
@@ -29,6 +30,7 @@ from typing import Any
 
 import uvloop
 
+from bulk_cancel.cli.process import sending_gc
 from bulk_cancel.ledger import Ledger
 from bulk_cancel.model import Exchange, Kind, Ready, Target
 from bulk_cancel.pipeline import Pipeline, PipelineSettings
@@ -113,7 +115,8 @@ def measure(rows: int = 24_000, latency_s: float = 0.1) -> dict[str, Any]:
             )
             ledger.set_meta({"ingest_complete": True})
             ledger.finish_ingest()
-            result = uvloop.run(_drive(ledger, latency_s))
+            with sending_gc():  # as the command sends
+                result = uvloop.run(_drive(ledger, latency_s))
             assert ledger.counts() == {"cancelled": rows}
         finally:
             ledger.close()
@@ -150,7 +153,8 @@ async def _floor(
 def floor(requests: int = 24_000, latency_s: float = 0.1) -> dict[str, Any]:
     """The same requests with nothing of ours: each of 544 workers sleeps until its slot on a
     plain slot clock (one timer per request, at 2,990/s), then *latency_s* for its answer."""
-    return uvloop.run(_floor(requests, latency_s, 2990.0, 544))
+    with sending_gc():
+        return uvloop.run(_floor(requests, latency_s, 2990.0, 544))
 
 
 def main() -> None:

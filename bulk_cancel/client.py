@@ -50,9 +50,12 @@ from yarl import URL
 from .model import Exchange, Kind, Ready, Target
 from .settings import mask_url
 
-#: The path template of the documented endpoints; each id is percent-encoded as ONE segment.
-_MESSAGE_PATH: Final = "/api/v1/subaccounts/{sub}/messages/{id}"
-_BATCH_PATH: Final = "/api/v1/subaccounts/{sub}/messages/batch/{id}"
+#: The paths of the documented endpoints, less the id; each id is percent-encoded as ONE segment.
+_MESSAGE_PATH: Final = "/api/v1/subaccounts/{sub}/messages/"
+_BATCH_PATH: Final = "/api/v1/subaccounts/{sub}/messages/batch/"
+
+#: Most subaccounts whose request path the client keeps built (a file may name thousands).
+_MAX_CACHED_PATHS: Final = 4096
 
 #: Longest error message kept from a body (HTML error pages from proxies can be large).
 _MAX_MESSAGE_CHARS: Final = 300
@@ -89,10 +92,15 @@ def segment(value: str) -> str:
     return encoded
 
 
+def path_prefix(subaccount: str, kind: Kind) -> str:
+    """The request path for *subaccount*'s targets of *kind*, up to the id (ending in ``/``)."""
+    template = _BATCH_PATH if kind is Kind.BATCH else _MESSAGE_PATH
+    return template.format(sub=segment(subaccount))
+
+
 def target_path(target: Target) -> str:
     """The request path for *target*, each id encoded as exactly one segment."""
-    template = _BATCH_PATH if target.kind is Kind.BATCH else _MESSAGE_PATH
-    return template.format(sub=segment(target.subaccount), id=segment(target.id))
+    return path_prefix(target.subaccount, target.kind) + segment(target.id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,6 +214,12 @@ class CancelClient:
         self._origin = URL(f"{parts.scheme}://{parts.netloc}", encoded=True)
         self._prefix = quote(parts.path.rstrip("/"), safe="/%!$&'()*+,;=:@-._~")
         self._host = parts.hostname
+        # TLS is only used for an https API or an https proxy: without either, loading the CA
+        # certificates (tens of milliseconds before the first request) would buy nothing.
+        proxy_scheme = urlsplit(settings.proxy).scheme if settings.proxy else ""
+        self._tls = "https" in (parts.scheme, proxy_scheme)
+        # Each subaccount's path up to the id, built once: only the id is encoded per request.
+        self._paths: dict[tuple[str, Kind], str] = {}
         self._proxy_shown = mask_url(settings.proxy) if settings.proxy else None
         self._proxy_reached = False  # a connection through the proxy has been made
         self._session: aiohttp.ClientSession | None = None
@@ -218,9 +232,11 @@ class CancelClient:
         s = self._settings
         # Verification stays on, always: certificates and host names are checked. With no
         # bundle, OpenSSL's defaults apply, and they honour SSL_CERT_FILE.
-        context = ssl.create_default_context(
-            cafile=str(s.ca_bundle) if s.ca_bundle is not None else None
-        )
+        context: ssl.SSLContext | bool = True  # never used: no TLS on the way
+        if self._tls:
+            context = ssl.create_default_context(
+                cafile=str(s.ca_bundle) if s.ca_bundle is not None else None
+            )
         limit = max(1, s.max_connections)
         connector = _SlotConnector(
             limit=limit, limit_per_host=0, ttl_dns_cache=_DNS_TTL_S, ssl=context
@@ -265,7 +281,13 @@ class CancelClient:
         assert session is not None and in_flight is not None, (
             "use CancelClient as an async context manager"
         )
-        url = self._origin.with_path(self._prefix + target_path(target), encoded=True)
+        key = (target.subaccount, target.kind)
+        prefix = self._paths.get(key)
+        if prefix is None:
+            if len(self._paths) >= _MAX_CACHED_PATHS:
+                self._paths.clear()
+            prefix = self._paths[key] = self._prefix + path_prefix(*key)
+        url = self._origin.with_path(prefix + segment(target.id), encoded=True)
         attempt = _Attempt(ready)
         token = _ATTEMPT.set(attempt)
         try:
@@ -290,7 +312,10 @@ class CancelClient:
                 return self._blocked(
                     f"the proxy {self._proxy_shown} {_refusal(response.status, response.reason)}"
                 )
-        return _exchange(response.status, body, retry_after=response.headers.get("Retry-After"))
+        status = response.status
+        if status == 200:
+            return _exchange(status, body, retry_after=None)
+        return _exchange(status, body, retry_after=response.headers.get("Retry-After"))
 
     def _failed(self, exc: BaseException, *, sent: bool) -> Exchange:
         """The Exchange for a request that got no answer; *sent*: it may have left."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import UTC, datetime
 from pathlib import Path
 
 from helpers import ScriptedCanceller, make_ledger, umids
@@ -11,7 +12,7 @@ from helpers import ScriptedCanceller, make_ledger, umids
 from bulk_cancel.ledger import Ledger
 from bulk_cancel.model import Exchange, Kind, Ready, Target
 from bulk_cancel.pacing import RateGate
-from bulk_cancel.pipeline import Pipeline, PipelineSettings, StopReason
+from bulk_cancel.pipeline import Pipeline, PipelineSettings, StopReason, _Stamp
 from bulk_cancel.policy import RetryPolicy
 
 FAST = RetryPolicy(max_attempts=4, max_elapsed_s=5, initial_backoff_s=0.001, max_backoff_s=0.01)
@@ -355,4 +356,31 @@ async def test_parked_workers_wake_for_rows_fed_one_at_a_time(ledger_path: Path)
     await asyncio.wait_for(task, 20)
     assert sorted(t.id for t in fake.calls) == sorted(ids)
     assert ledger.counts() == {"cancelled": 90}
+    ledger.close()
+
+
+def test_finished_at_stamps_match_datetimes_own_formatting_across_seconds() -> None:
+    """finished_at is ISO 8601 UTC to the millisecond, exact across second and day boundaries."""
+    times = [1764469025.0, 1764469025.1234, 1764469025.999, 1764469026.0004, 1764547199.9995,
+             1764547200.0, 0.5, 1764469025.1234]  # fmt: skip
+    it = iter(times)
+    stamp = _Stamp(lambda: next(it))
+    for t in times:
+        ms = int(t * 1000)
+        expected = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)
+        assert stamp() == expected.isoformat(timespec="milliseconds")
+
+
+async def test_a_slow_lane_with_few_rows_ends_without_waiting_for_its_later_workers(
+    ledger_path: Path,
+) -> None:
+    """Workers due to start seconds later (64 at 5/s: the last after 12.6 s) start at once when no row is left."""
+    ids = umids(3)
+    ledger = make_ledger(ledger_path, [("sub_a", u) for u in ids])
+    fake = ScriptedCanceller(lambda t, n: OK)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await run(ledger, fake, rate_per_s=5, concurrency=64)
+    assert loop.time() - started < 6.0  # 3 slots at 5/s; the waves span 12.6 s
+    assert ledger.counts() == {"cancelled": 3}
     ledger.close()

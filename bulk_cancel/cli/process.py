@@ -2,7 +2,7 @@
 
 :class:`ProcessOwner` is the command's :class:`~bulk_cancel.api.Owner`: SIGINT and SIGTERM (a
 plain handler while the input is read, the event loop's while sending, ``os._exit`` on a
-second one), ``gc.freeze`` while sending, the ``[y/N]`` prompt and a signal during it, and the
+second one), the collector while sending (:func:`sending_gc`), the ``[y/N]`` prompt and a signal during it, and the
 progress display. Beside it: the event loop (uvloop) and a closed pipe (SIGPIPE, quietly).
 """
 
@@ -24,6 +24,34 @@ if TYPE_CHECKING:
     from ..api import Confirm, RunControl, RunResult
 
 T = TypeVar("T")
+
+
+#: The young generation's collection threshold while sending (Python's default: 700).
+_YOUNG_GC_THRESHOLD = 20_000
+
+
+@contextmanager
+def sending_gc() -> Iterator[None]:
+    """Python's garbage collector, set for sending, for the block (the benchmark uses it too).
+
+    Everything alive at the start (modules, settings, the ledger) lives until the run ends.
+    Freezing it keeps Python's full collections from walking it all while sending: one stalls
+    the loop for 10-30 ms, and requests due meanwhile leave together (measured: a server
+    counting arrivals saw 1,834-1,846 in one second at a 1,791/s pace, 1,802 frozen). And the
+    young generation is collected only once it has grown by thousands of objects, not every
+    700: each request's objects live for its round trip, so at 3,000/s some 10,000 are alive at
+    any time, and the default thresholds collected them (and promoted them, to collect them
+    again) over 100 times a second, a sixth of the process's CPU (issue 13, BENCHMARKS.md).
+    Objects freed as usual never count against it.
+    """
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(_YOUNG_GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,16 +115,8 @@ async def owning_signals(run: RunControl) -> RunResult:
                     installed.append(signum)
             if run.noted_signal is not None:  # noted as the sending began
                 run.interrupt(run.noted_signal)
-            # Everything alive now (modules, settings, the ledger) lives until the run ends.
-            # Freezing it keeps Python's full collections from walking it all while sending:
-            # one stalls the loop for 10-30 ms, and requests due meanwhile leave together
-            # (measured: a server counting arrivals saw 1,834-1,846 in one second at a 1,791/s
-            # pace, 1,802 frozen).
-            gc.freeze()
-            try:
+            with sending_gc():
                 return await task
-            finally:
-                gc.unfreeze()
         finally:
             sending.cancel()
             for number in installed:
