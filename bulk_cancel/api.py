@@ -54,7 +54,6 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 
-from .client import header_safe
 from .errors import (
     AuthError,
     BulkCancelError,
@@ -65,6 +64,7 @@ from .errors import (
     UsageError,
 )
 from .model import RESULT_COLUMNS, Summary
+from .normalize import header_safe
 from .runner import LIBRARY_STEPS, NextSteps, Runner, RunResult
 
 if TYPE_CHECKING:

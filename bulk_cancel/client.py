@@ -48,6 +48,7 @@ from aiohttp.tracing import Trace
 from yarl import URL
 
 from .model import Exchange, Kind, Ready, Target
+from .normalize import header_safe
 from .settings import mask_url
 
 #: The paths of the documented endpoints, less the id; each id is percent-encoded as ONE segment.
@@ -66,14 +67,6 @@ _DNS_TTL_S: Final = 10
 #: Characters ``quote(safe="")`` never encodes, less ``.``: a value made only of these (every
 #: canonical umid and most subaccount ids) is its own encoding, found in a quarter of the time.
 _PLAIN_SEGMENT: Final = re.compile(r"[A-Za-z0-9_~-]+")
-
-#: What may appear in a header value we send: visible ASCII and spaces, no CR, LF or controls.
-_HEADER_VALUE: Final = re.compile(r"[\x20-\x7e]+")
-
-
-def header_safe(value: str) -> bool:
-    """Whether *value* can go into a request header as it is (a line break would add headers)."""
-    return _HEADER_VALUE.fullmatch(value) is not None
 
 
 def segment(value: str) -> str:

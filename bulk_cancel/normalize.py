@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Sequence
 
-__all__ = ["canonical_uuid", "canonical_uuids", "clean", "valid_subaccount"]
+__all__ = ["canonical_uuid", "canonical_uuids", "clean", "header_safe", "valid_subaccount"]
 
 #: Every character ``str.isspace()`` accepts (``test_normalize`` checks the list is complete).
 _WHITESPACE = (
@@ -43,6 +43,8 @@ _UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}
 _UUID_LINES = re.compile(rf"(?:{_UUID.pattern}\n)*{_UUID.pattern}")
 _SUBACCOUNT = re.compile(r"[A-Za-z0-9\-._&]{3,50}")
 _SUBACCOUNT_MAX = 50
+#: What may appear in a header value we send: visible ASCII and spaces, no CR, LF or controls.
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]+")
 
 
 def clean(value: object) -> str:
@@ -93,3 +95,8 @@ def canonical_uuids(values: Sequence[object]) -> list[str] | None:
 def valid_subaccount(value: str) -> bool:
     """Whether *value* matches 8x8's documented subaccount id pattern ``[A-Za-z0-9-._&]{3,50}``."""
     return len(value) <= _SUBACCOUNT_MAX and _SUBACCOUNT.fullmatch(value) is not None
+
+
+def header_safe(value: str) -> bool:
+    """Whether *value* can go into a request header as it is (a line break would add headers)."""
+    return _HEADER_VALUE.fullmatch(value) is not None
