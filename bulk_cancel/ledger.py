@@ -295,19 +295,19 @@ class Ledger:
         self._begin()
         lines, subs, tids, kinds, extras, problems, _ = zip(*rows, strict=True)
         if not any(problems):  # the common case: every row to send, column by column
-            inserted = self._insert_new(first, lines, subs, tids, kinds, extras)
+            seqs = range(first, first + len(rows))
+            inserted = self._insert_new(seqs, lines, subs, tids, kinds, extras)
         else:
             inserted = 0
             send = [i for i, problem in enumerate(problems) if problem is None]
             if send:
                 inserted = self._insert_new(
-                    first,
+                    [first + i for i in send],
                     [lines[i] for i in send],
                     [subs[i] for i in send],
                     [tids[i] for i in send],
                     [kinds[i] for i in send],
                     [extras[i] for i in send],
-                    seqs=[first + i for i in send],
                 )
             refused: dict[str, list[tuple[object, ...]]] = {}  # by outcome, to count each
             for i, (line, sub, tid, kind, extra, problem, detail) in enumerate(rows):
@@ -336,21 +336,20 @@ class Ledger:
 
     def _insert_new(
         self,
-        first: int,
+        seqs: Sequence[int],
         lines: Sequence[int],
         subs: Sequence[str],
         tids: Sequence[str],
         kinds: Sequence[Kind],
         extras: Sequence[Sequence[object] | None],
-        *,
-        seqs: Sequence[int] | None = None,
     ) -> int:
         """Insert the rows to send whose (subaccount, kind, UUID) is neither in the ledger nor
-        earlier among these; remember them; return how many. Seqs run on from *first*, or are
-        given."""
+        earlier among these; remember them; return how many."""
         seen = self._seen if self._seen is not None else self._load_seen()
         added = self.added_to_send
-        if len(set(subs)) == 1 and len(set(kinds)) == 1:  # one subaccount and kind: usual
+        n = len(tids)
+        one_kind = kinds.count(kinds[0]) == n
+        if one_kind and subs.count(subs[0]) == n:  # one subaccount and kind: the usual input
             new = self._lane(seen, subs[0], kinds[0]).add(*uuid_halves(tids))
             added[subs[0]] = added.get(subs[0], 0) + int(new.sum())
         else:
@@ -365,16 +364,15 @@ class Ledger:
         keep = new.tolist()
         if not self._store_to_send:
             return sum(keep)
-        n = len(tids)
         self._conn.executemany(
             _INSERT_PLAIN,
             itertools.compress(
                 zip(
-                    seqs if seqs is not None else range(first, first + n),
+                    seqs,
                     subs,
                     tids,
                     itertools.repeat(kinds[0].value, n)
-                    if kinds.count(kinds[0]) == n
+                    if one_kind
                     else [kind.value for kind in kinds],
                     lines,
                     map(_encoded, extras),
@@ -409,9 +407,11 @@ class Ledger:
         return seen
 
     def finish_ingest(self) -> None:
-        """Build the work index and commit: from here on the ledger can be resumed without the input."""
-        self._begin()
-        self._conn.execute(_TODO_INDEX)
+        """Build the work index and commit: from here on the ledger can be resumed without the
+        input. A plan's ledger only commits: nothing will be sent from it."""
+        if self._store_to_send:
+            self._begin()
+            self._conn.execute(_TODO_INDEX)
         self.commit()
 
     def build_work_index(self) -> None:

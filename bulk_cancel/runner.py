@@ -201,10 +201,8 @@ class Runner:
             "shard": None if s.shard is None else str(s.shard),
         }
 
-    def _ingest(
-        self, ledger: Ledger, source: readers.InputSource | None, *, to_send: bool = True
-    ) -> _Ingest:
-        """Read the whole input into *ledger*; *to_send*: then build the index sending needs."""
+    def _ingest(self, ledger: Ledger, source: readers.InputSource | None) -> _Ingest:
+        """Read the whole input into *ledger*, then build the index sending needs."""
         stats = _Ingest()
         s = self.settings
         if source is None:  # a single --batch-id, no input file
@@ -243,10 +241,7 @@ class Runner:
                 "blank_rows": stats.blank_rows,
             }
         )
-        if to_send:
-            ledger.finish_ingest()
-        else:
-            ledger.commit()
+        ledger.finish_ingest()
         log.info(
             "ingest.done",
             input_rows=stats.input_rows,
@@ -655,7 +650,7 @@ class Runner:
             source = self._open_source() if self.settings.input is not None else None
             ledger = Ledger.create(Path(tmp) / "plan.ledger.sqlite", {"settings": {}}, plan=True)
             try:
-                stats = self._ingest(ledger, source, to_send=False)
+                stats = self._ingest(ledger, source)
                 # Counted as they went in: a GROUP BY would sort every row once more.
                 counts = {
                     Outcome.NOT_ATTEMPTED.value: sum(ledger.added_to_send.values()),
