@@ -75,6 +75,11 @@ NewRow = tuple[int, str, str, Kind, Sequence[object] | None, Outcome | None, str
 """A row for :meth:`Ledger.add`: :class:`~bulk_cancel.readers.InputRow`'s fields, in its order."""
 
 
+PlainResult = tuple[str, int | None, int | None, int, str | None, int]
+"""A final result with no error and no doubt, for :meth:`Ledger.record_plain`: ``(outcome,
+http_status, cancelled_count, attempts, finished_at, seq)``."""
+
+
 class WorkItem(NamedTuple):
     """A row to send, as a lane's workers take it from the ledger (a tuple: one per request)."""
 
@@ -506,7 +511,7 @@ class Ledger:
         if not results:
             return
         # Most rows carry no error: they bind six values, not ten (a quarter cheaper per row).
-        plain: list[tuple[object, ...]] = []
+        plain: list[PlainResult] = []
         full: list[tuple[object, ...]] = []
         for seq, r, amb in results:
             if r.error_code is None and r.error_message is None and r.error_id is None and not amb:
@@ -535,11 +540,18 @@ class Ledger:
                         seq,
                     )
                 )
-        self._begin()
-        if plain:
-            self._conn.executemany(_RECORD_PLAIN, plain)
+        self.record_plain(plain)
         if full:
+            self._begin()
             self._conn.executemany(_RECORD_FULL, full)
+
+    def record_plain(self, rows: Sequence[PlainResult]) -> None:
+        """Store final results with no error and no doubt, given as ``(outcome, http_status,
+        cancelled_count, attempts, finished_at, seq)``: what most rows end with, made by the
+        pipeline without a :class:`Result` each."""
+        if rows:
+            self._begin()
+            self._conn.executemany(_RECORD_PLAIN, rows)
 
     def release(self, seqs: Sequence[int]) -> None:
         """Put rows marked ``SENT`` that were never sent back to ``PENDING``."""

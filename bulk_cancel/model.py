@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class Outcome(enum.StrEnum):
@@ -50,9 +50,9 @@ class Kind(enum.StrEnum):
     BATCH = "batch"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Target:
-    """One thing to cancel."""
+class Target(NamedTuple):
+    """One thing to cancel (immutable; a tuple, made once per row sent: a frozen dataclass cost
+    three times as much to build)."""
 
     subaccount: str
     id: str
