@@ -67,8 +67,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS rows_refused ON rows (sub, kind, tid) WHERE re
 # subaccount and kind), so the table needs no index on random ids; rows refused locally (any
 # text, rare) by the partial unique index, which only they enter.
 # Built after ingest (a bulk build is cheaper than growing it row by row); rows leave it as they
-# become final, so a lane's query for work stays small however large the input was.
-_TODO_INDEX: Final = "CREATE INDEX IF NOT EXISTS rows_todo ON rows (sub, seq) WHERE state < 2"
+# become final, so a lane's query for work stays small however large the input was. "Not final"
+# is said as `outcome IS NULL` (a row has an outcome exactly when its state is FINAL), not as
+# `state < 2`: marking rows SENT then changes no column the index knows, so SQLite leaves the
+# index alone (measured: 2 µs a row less for taking, sending and recording rows).
+_TODO_INDEX: Final = "CREATE INDEX IF NOT EXISTS rows_open ON rows (sub, seq) WHERE outcome IS NULL"
+#: What the work index was called while it was keyed on ``state`` (ledgers of earlier builds).
+_OLD_TODO_INDEX: Final = "DROP INDEX IF EXISTS rows_todo"
 
 
 NewRow = tuple[int, str, str, Kind, Sequence[object] | None, Outcome | None, str | None]
@@ -416,6 +421,7 @@ class Ledger:
         input. A plan's ledger only commits: nothing will be sent from it."""
         if self._store_to_send:
             self._begin()
+            self._conn.execute(_OLD_TODO_INDEX)
             self._conn.execute(_TODO_INDEX)
         self.commit()
 
@@ -473,7 +479,7 @@ class Ledger:
         return [
             (sub, n)
             for sub, n in self._conn.execute(
-                "SELECT sub, COUNT(*) FROM rows WHERE state < 2 GROUP BY sub ORDER BY 2 DESC, 1"
+                "SELECT sub, COUNT(*) FROM rows WHERE outcome IS NULL GROUP BY sub ORDER BY 2 DESC, 1"
             )
         ]
 
@@ -489,7 +495,7 @@ class Ledger:
             self._checkpointer = _Checkpointer(self.path)
         rows = self._conn.execute(
             "SELECT seq, tid, kind, state, ambiguous, attempts FROM rows "
-            "WHERE sub = ? AND state < 2 AND seq > ? ORDER BY seq LIMIT ?",
+            "WHERE sub = ? AND outcome IS NULL AND seq > ? ORDER BY seq LIMIT ?",
             (subaccount, after_seq, limit),
         ).fetchall()
         if not rows:
@@ -497,7 +503,7 @@ class Ledger:
         self._begin()
         # One range update instead of one per row: the same rows, by the same index.
         self._conn.execute(
-            "UPDATE rows SET state = 1 WHERE sub = ? AND state < 2 AND seq > ? AND seq <= ?",
+            "UPDATE rows SET state = 1 WHERE sub = ? AND outcome IS NULL AND seq > ? AND seq <= ?",
             (subaccount, after_seq, rows[-1][0]),
         )
         kinds = _KINDS

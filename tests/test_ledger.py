@@ -157,7 +157,20 @@ def test_reopen_sends_again_what_the_key_refused_but_not_what_is_final(
     assert rows[u[5]][3] == "subaccount_rejected"
     again = ledger.next_work("a_sub", 0, 10)
     assert [w.target_id for w in again] == [u[0], u[1], u[4]]
+    ledger.record_plain([("cancelled", 200, 1, 1, "2026-01-01T00:00:01Z", again[2].seq)])
+    _assert_final_exactly_when_answered(ledger)
+    rows = {r[0]: r for chunk in ledger.iter_results() for r in chunk}
+    assert rows[u[4]][3:] == ("cancelled", 200, None, None, None, 1, 1, "2026-01-01T00:00:01Z", 6)
     ledger.close()
+
+
+def _assert_final_exactly_when_answered(ledger: Ledger) -> None:
+    """The work index keys on ``outcome IS NULL`` for "not final": the two must always agree."""
+    pairs = ledger._conn.execute("SELECT state, outcome FROM rows").fetchall()
+    assert pairs and all((state == 2) == (outcome is not None) for state, outcome in pairs)
+    assert ledger._conn.execute(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'rows_open'"
+    ).fetchone() == (1,)
 
 
 def test_extra_columns_come_back_with_results(ledger_path: Path) -> None:
