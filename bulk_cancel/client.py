@@ -340,14 +340,17 @@ class CancelClient:
         """A few times a second, cancel the attempts whose answer is overdue: one timer for all
         of them instead of aiohttp's timers per read."""
         every_s = min(1.0, self._settings.timeout_s / 4)
-        watched = self._watched
         while True:
             await asyncio.sleep(every_s)
-            now = time.monotonic()
-            for attempt in [a for a in watched if a.deadline <= now]:
-                attempt.deadline = math.inf  # once
-                attempt.expired = True
-                attempt.task.cancel()
+            self._expire_overdue()
+
+    def _expire_overdue(self) -> None:
+        """Cancel the attempts past their deadline (each once); they return as timeouts."""
+        now = time.monotonic()
+        for attempt in [a for a in self._watched if a.deadline <= now]:
+            attempt.deadline = math.inf
+            attempt.expired = True
+            attempt.task.cancel()
 
     def _failed(self, exc: BaseException, *, sent: bool) -> Exchange:
         """The Exchange for a request that got no answer; *sent*: it may have left."""

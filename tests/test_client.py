@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,6 +277,61 @@ async def test_timeout_is_a_lost_answer(server: Server) -> None:
     async with client(server, timeout_s=0.2) as c:
         ex = await c.cancel(Target(subaccount="sub_1", id="slow"))
     assert ex.status is None and ex.transport_error == "timeout" and ex.request_sent
+
+
+async def test_an_answer_that_trickles_past_the_timeout_is_lost() -> None:
+    """The timeout bounds the whole answer, not each silence: a server sending a byte every
+    0.1 s still ends the attempt at about the timeout, as a lost answer."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            for byte in b'HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{"cancelledCount":1}':
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        settings = ClientSettings(base_url=f"http://127.0.0.1:{port}", timeout_s=0.5)
+        async with CancelClient(settings, API_KEY) as c:
+            started = time.monotonic()
+            ex = await c.cancel(Target(subaccount="sub_1", id="u-1"))
+            took = time.monotonic() - started
+    finally:
+        srv.close()
+    assert ex.status is None and ex.transport_error == "timeout" and ex.request_sent
+    assert 0.5 <= took < 1.5  # the answer alone would take 6 s
+
+
+async def test_a_cancel_from_outside_is_not_a_timeout(server: Server) -> None:
+    """Cancelling the task that waits for an answer cancels it (a run stopping), even when the
+    answer is late too: only the client's own deadline turns into a lost answer."""
+    async with client(server, timeout_s=0.2) as c:
+        task = asyncio.ensure_future(c.cancel(Target(subaccount="sub_1", id="slow")))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The deadline's cancel and the run's in the same turn of the loop: the run's wins.
+        task = asyncio.ensure_future(c.cancel(Target(subaccount="sub_1", id="slow")))
+        await until(lambda: len(c._watched) == 1 and next(iter(c._watched)).connected)
+        (attempt,) = c._watched
+        attempt.deadline = 0.0
+        c._expire_overdue()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The deadline's cancel alone is a lost answer, and the client goes on working.
+        task = asyncio.ensure_future(c.cancel(Target(subaccount="sub_1", id="slow")))
+        await until(lambda: len(c._watched) == 1 and next(iter(c._watched)).connected)
+        next(iter(c._watched)).deadline = 0.0
+        c._expire_overdue()
+        assert (await task).transport_error == "timeout"
+        ex = await c.cancel(Target(subaccount="sub_1", id="u-ok"))
+    assert ex.status == 200
 
 
 async def test_refused_connection_was_never_sent() -> None:

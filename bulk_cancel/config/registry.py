@@ -325,7 +325,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         group=_API,
         default=30.0,
         metavar="S",
-        help="seconds an answer may go without data once sent; then it counts as lost",
+        help="seconds an answer may take once the request is sent; then it counts as lost",
     ),
     Setting(
         name="max_attempts",
