@@ -21,7 +21,7 @@ from typing import Any
 
 import uvloop
 
-from bulk_cancel.ledger import FINAL, PENDING, SENT, Ledger, WorkItem
+from bulk_cancel.ledger import FINAL, PENDING, SENT, Ledger, PlainResult, WorkItem
 from bulk_cancel.model import Exchange, Kind, Ready, Result, Target
 from bulk_cancel.pipeline import Pipeline, PipelineSettings
 
@@ -49,7 +49,7 @@ class MemoryLedger:
     def __init__(self, ids: Sequence[str]) -> None:
         self._tid = list(ids)
         self._state = [PENDING] * len(ids)
-        self._results: dict[int, tuple[Result, bool]] = {}
+        self._results: dict[int, tuple[Result | PlainResult, bool]] = {}
 
     def lanes(self) -> list[tuple[str, int]]:
         return [(SUB, sum(1 for s in self._state if s < FINAL))]
@@ -68,6 +68,12 @@ class MemoryLedger:
         for seq, result, ambiguous in results:
             self._state[seq - 1] = FINAL
             self._results[seq] = (result, ambiguous)
+
+    def record_plain(self, rows: Sequence[PlainResult]) -> None:
+        for row in rows:
+            seq = row[-1]
+            self._state[seq - 1] = FINAL
+            self._results[seq] = (row, False)
 
     def release(self, seqs: Sequence[int]) -> None:
         for seq in seqs:
