@@ -309,12 +309,12 @@ def _paced_run(
         "requests": requests,
         "send_s": last - start,
         "first_request_after_s": state["first_request_at"] - start,
-        # The rate is what the simulator saw, from its first request to its last: how fast the
-        # tool sends. Time to the first request is start-up (aiohttp's import alone is 0.1 s),
-        # with goals of its own (first_request); counted in, it made the figure depend on the
-        # run's length (1.5 % of this 10 s run, 0.15 % of a 100 s one).
-        "achieved_per_s": (requests - 1) / (last - state["first_request_at"]),
-        "achieved_from_start_per_s": requests / (last - start),
+        # The goal's rate counts from run.started (the ledger ready), so the start-up before the
+        # first request counts against it (0.16 s, 1.5 % of this 10 s run, while aiohttp was
+        # imported after run.started). Beside it, the rate the simulator saw from its first
+        # request to its last: how fast the tool sends once it sends.
+        "achieved_per_s": requests / (last - start),
+        "sending_per_s": (requests - 1) / (last - state["first_request_at"]),
         "steady_per_s": (n * 9 // 10 - n // 10) / (t90 - t10),
         "max_in_1s": by_sub.get(SUB, 0),
         "max_in_1s_by_subaccount": by_sub,
@@ -352,7 +352,7 @@ def rate_accuracy(ctx: Context) -> None:
     n = rate * (4 if ctx.quick else 10)
     csv_path = inputs.write_csv(ctx.tmp / "rate.csv", n, seed=12)
     # The goal as the issue states it: a server enforcing 1,800/s answers no 429, and the rate
-    # achieved (first request to last, as the server saw them) is at least 98 % of 1,800/s.
+    # achieved (send phase: run.started to the last request) is at least 98 % of 1,800/s.
     enforced = _paced_run(
         ctx, "rate-enforced", csv_path, rate, ["--rate", str(rate), "--ip-rate", "0"]
     )
@@ -376,9 +376,9 @@ def rate_accuracy(ctx: Context) -> None:
                f"<= {rate:,}", window <= rate)
     )  # fmt: skip
     ctx.report(
-        Figure("rate", "   first request after run.started; rate counted from run.started",
-               f"{enforced['first_request_after_s']:.2f} s; "
-               f"{enforced['achieved_from_start_per_s']:,.0f}/s", "-", None)
+        Figure("rate", "   first request after run.started; rate from first to last request",
+               f"{enforced['first_request_after_s']:.2f} s; {enforced['sending_per_s']:,.0f}/s",
+               "-", None)
     )  # fmt: skip
     ctx.report(
         Figure("rate", "   achieved / steady rate (server not enforcing)",
@@ -600,9 +600,9 @@ def per_ip(ctx: Context) -> None:
                {"enforced": enforced, "counted": counted})
     )  # fmt: skip
     ctx.report(
-        Figure("ip", "   first request after run.started; rate counted from run.started",
-               f"{enforced['first_request_after_s']:.2f} s; "
-               f"{enforced['achieved_from_start_per_s']:,.0f}/s", "-", None)
+        Figure("ip", "   first request after run.started; rate from first to last request",
+               f"{enforced['first_request_after_s']:.2f} s; {enforced['sending_per_s']:,.0f}/s",
+               "-", None)
     )  # fmt: skip
     ctx.report(
         Figure("ip", "6. per-IP: 429 answers, server enforcing 3,000/s",
