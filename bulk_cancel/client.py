@@ -204,6 +204,7 @@ class CancelClient:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) base URL: {settings.base_url!r}")
         self._settings = settings
+        self._proxy = settings.proxy
         self._api_key = api_key
         # The base URL's own path (if any) goes before each request's; both stay as encoded.
         self._origin = URL(f"{parts.scheme}://{parts.netloc}", encoded=True)
@@ -303,19 +304,23 @@ class CancelClient:
         watched = self._watched
         watched.add(attempt)
         try:
-            async with in_flight:
-                try:
-                    response = await session.request(
-                        "DELETE", url, allow_redirects=False, proxy=self._settings.proxy
-                    )
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    return self._failed(exc, sent=attempt.connected)
+            # acquire/release, not `async with`: two coroutines fewer per request.
+            await in_flight.acquire()
+            try:
+                response = await session.request(
+                    "DELETE", url, allow_redirects=False, proxy=self._proxy
+                )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return self._failed(exc, sent=attempt.connected)
+            else:
                 try:
                     body = await response.read()
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     return self._failed(exc, sent=True)
                 finally:
                     response.close()  # read to the end: back to the pool; else dropped
+            finally:
+                in_flight.release()
         except asyncio.CancelledError:
             # Cancelled for a late answer (and for nothing else): a lost answer, as asyncio's
             # timeout() would tell it.

@@ -261,6 +261,17 @@ class RateGate:
         if delay > 0:
             await asyncio.sleep(delay)
 
+    def try_take(self) -> Flight | None:
+        """The next slot if nobody waits for one and it is open now, else ``None`` (then
+        :meth:`acquire`): the same slot :meth:`acquire` would return at once, without a
+        coroutine."""
+        if self._leader:
+            return None
+        now = self._clock()
+        self._recover(now)
+        first = self._take(now, 0.0, TICK_S)
+        return first if isinstance(first, Flight) else None
+
     async def acquire(self) -> Flight:
         """Wait for this subaccount's next slot; report the flight to :meth:`landed` when done."""
         now = self._clock()

@@ -163,9 +163,11 @@ class _Slot:
         self._ip_flight: Flight | None = None
 
     async def __call__(self) -> None:
-        flight = self._flight = await self._gate.acquire()
-        if self._ip is not None:
-            ip_flight = self._ip_flight = await self._ip.acquire()
+        gate, ip = self._gate, self._ip
+        # Most slots are open when asked for: taken without a coroutine each (try_take).
+        flight = self._flight = gate.try_take() or await gate.acquire()
+        if ip is not None:
+            ip_flight = self._ip_flight = ip.try_take() or await ip.acquire()
             self.at = flight.sent = ip_flight.sent = self._clock()
         else:
             self.at = flight.sent = self._clock()
