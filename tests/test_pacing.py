@@ -397,3 +397,22 @@ async def test_gate_is_first_come_first_served_and_survives_cancelled_callers() 
     tasks[5].cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     assert order == [0, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+
+
+async def test_try_take_takes_an_open_slot_and_never_jumps_the_queue() -> None:
+    """try_take (the workers' way in, without a coroutine) gives the slot acquire would give at
+    once, and nothing while the slot is not yet due or a leader holds the queue."""
+    clock = FakeClock()
+    gate = RateGate(100, clock=clock)
+    first = gate.try_take()
+    assert isinstance(first, Flight) and first.sent == clock.now
+    # The burst of the first instant (pace's burst at 100/s is 1): the next slot is 10 ms away.
+    assert gate.try_take() is None
+    clock.now += 0.0101
+    assert isinstance(gate.try_take(), Flight)
+    # A caller waiting at the head of the queue leads: try_take stays out of its way.
+    waiting = asyncio.ensure_future(gate.acquire())
+    await asyncio.sleep(0)
+    clock.now += 0.0101  # its slot is due now, and it is the leader's
+    assert gate._leader and gate.try_take() is None
+    assert isinstance(await asyncio.wait_for(waiting, 1), Flight)
