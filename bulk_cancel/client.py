@@ -17,7 +17,7 @@ Three things are added on top, through aiohttp's connector (its documented exten
 * **The rate slot once the connection is open.** The connector awaits the request's *ready*
   (see :class:`~bulk_cancel.model.Canceller`) after it has a connection in hand and before a byte is written.
 * **One timer for every answer's deadline.** aiohttp's ``sock_read`` timeout re-arms a timer per
-  read, two or three event-loop timers per request: 13 µs a request at 3,000/s on uvloop, a
+  read, two or three event-loop timers per request: 10–13 µs a request at 3,000/s on uvloop, a
   twelfth of aiohttp's own cost (BENCHMARKS.md). Instead, the connector stamps each attempt's
   deadline as it lets the request go, and one task looks for late answers a few times a second
   and cancels those attempts, which then come back as timeouts.

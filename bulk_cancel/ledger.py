@@ -70,7 +70,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS rows_refused ON rows (sub, kind, tid) WHERE re
 # become final, so a lane's query for work stays small however large the input was. "Not final"
 # is said as `outcome IS NULL` (a row has an outcome exactly when its state is FINAL), not as
 # `state < 2`: marking rows SENT then changes no column the index knows, so SQLite leaves the
-# index alone (measured: 2 µs a row less for taking, sending and recording rows).
+# index alone (measured: 0.9 µs a row less for taking, recording and committing rows).
 _TODO_INDEX: Final = "CREATE INDEX IF NOT EXISTS rows_open ON rows (sub, seq) WHERE outcome IS NULL"
 #: What the work index was called while it was keyed on ``state`` (ledgers of earlier builds).
 _OLD_TODO_INDEX: Final = "DROP INDEX IF EXISTS rows_todo"

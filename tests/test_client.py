@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 import time
@@ -282,26 +281,14 @@ async def test_timeout_is_a_lost_answer(server: Server) -> None:
 async def test_an_answer_that_trickles_past_the_timeout_is_lost() -> None:
     """The timeout bounds the whole answer, not each silence: a server sending a byte every
     0.1 s still ends the attempt at about the timeout, as a lost answer."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        with contextlib.suppress(ConnectionError):
-            for byte in b'HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{"cancelledCount":1}':
-                writer.write(bytes([byte]))
-                await writer.drain()
-                await asyncio.sleep(0.1)
-        writer.close()
-
-    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    try:
-        settings = ClientSettings(base_url=f"http://127.0.0.1:{port}", timeout_s=0.5)
-        async with CancelClient(settings, API_KEY) as c:
-            started = time.monotonic()
-            ex = await c.cancel(Target(subaccount="sub_1", id="u-1"))
-            took = time.monotonic() - started
-    finally:
-        srv.close()
+    started = time.monotonic()
+    ex, _ = await raw_answer(
+        b'HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{"cancelledCount":1}',
+        piece=1,
+        pause_s=0.1,
+        timeout_s=0.5,
+    )
+    took = time.monotonic() - started
     assert ex.status is None and ex.transport_error == "timeout" and ex.request_sent
     assert 0.5 <= took < 1.5  # the answer alone would take 6 s
 
@@ -438,17 +425,29 @@ async def test_a_connection_closed_while_waiting_for_the_slot_is_replaced() -> N
     assert len(seen) == 2
 
 
-async def raw_answer(answer: bytes, *, close: bool = True) -> tuple[Exchange, list[bytes]]:
-    """One cancel against a socket server that reads a request and writes *answer*, byte for byte."""
+async def raw_answer(
+    answer: bytes,
+    *,
+    close: bool = True,
+    piece: int = 7,
+    pause_s: float = 0.0,
+    timeout_s: float = 0.3,
+) -> tuple[Exchange, list[bytes]]:
+    """One cancel against a socket server that reads a request and writes *answer*, byte for
+    byte, *piece* bytes at a time (*pause_s* apart), with the client's timeout at *timeout_s*."""
     received: list[bytes] = []
     handled = asyncio.Event()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             received.append(await reader.readuntil(b"\r\n\r\n"))
-            for i in range(0, len(answer), 7):  # in small pieces: the parser must join them
-                writer.write(answer[i : i + 7])
+            for i in range(0, len(answer), piece):  # in small pieces: the parser must join them
+                if reader.at_eof():
+                    break  # the client hung up (it gave up waiting)
+                writer.write(answer[i : i + piece])
                 await writer.drain()
+                if pause_s:
+                    await asyncio.sleep(pause_s)
             if not close:
                 await reader.read()  # stall until the client gives up and hangs up
         finally:
@@ -458,7 +457,7 @@ async def raw_answer(answer: bytes, *, close: bool = True) -> tuple[Exchange, li
     srv = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
     try:
-        settings = ClientSettings(base_url=f"http://127.0.0.1:{port}", timeout_s=0.3)
+        settings = ClientSettings(base_url=f"http://127.0.0.1:{port}", timeout_s=timeout_s)
         async with CancelClient(settings, API_KEY) as c:
             ex = await c.cancel(Target(subaccount="sub_1", id="u-1"))
         await asyncio.wait_for(handled.wait(), 5)
