@@ -72,8 +72,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS rows_refused ON rows (sub, kind, tid) WHERE re
 # `state < 2`: marking rows SENT then changes no column the index knows, so SQLite leaves the
 # index alone (measured: 0.9 µs a row less for taking, recording and committing rows).
 _TODO_INDEX: Final = "CREATE INDEX IF NOT EXISTS rows_open ON rows (sub, seq) WHERE outcome IS NULL"
-#: What the work index was called while it was keyed on ``state`` (ledgers of earlier builds).
-_OLD_TODO_INDEX: Final = "DROP INDEX IF EXISTS rows_todo"
 
 
 NewRow = tuple[int, str, str, Kind, Sequence[object] | None, Outcome | None, str | None]
@@ -170,10 +168,12 @@ class Ledger:
             )
         lock_fd = _lock(path)
         try:
-            return cls._checked(path, lambda: _connect(path), lock_fd)
+            ledger = cls._checked(path, lambda: _connect(path), lock_fd)
         except BaseException:
             _unlock(lock_fd)
             raise
+        ledger._renew_work_index()
+        return ledger
 
     @classmethod
     def read_only(cls, path: Path) -> Ledger:
@@ -421,9 +421,20 @@ class Ledger:
         input. A plan's ledger only commits: nothing will be sent from it."""
         if self._store_to_send:
             self._begin()
-            self._conn.execute(_OLD_TODO_INDEX)
             self._conn.execute(_TODO_INDEX)
         self.commit()
+
+    def _renew_work_index(self) -> None:
+        """A ledger of an earlier build keeps its work index keyed on ``state`` (``rows_todo``):
+        replace it, so that this build's queries find their rows by an index again."""
+        old = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'rows_todo'"
+        ).fetchone()
+        if old:
+            self._begin()
+            self._conn.execute("DROP INDEX rows_todo")
+            self._conn.execute(_TODO_INDEX)
+            self.commit()
 
     def build_work_index(self) -> None:
         """Build the work index now and commit, for rows sent while more are being added.

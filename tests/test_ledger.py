@@ -422,3 +422,25 @@ def test_an_add_that_fails_part_way_remembers_no_id_without_its_row(ledger_path:
     ledger.commit()
     assert sorted(r[0] for chunk in ledger.iter_results() for r in chunk) == sorted([a, b])
     ledger.close()
+
+
+def test_a_ledger_of_the_previous_build_gets_this_builds_work_index(ledger_path: Path) -> None:
+    """The previous build keyed its work index on ``state`` (``rows_todo``), which this build's
+    queries cannot use: resuming such a ledger replaces it."""
+    u = umids(3)
+    ledger = make_ledger(ledger_path, [("a_sub", x) for x in u])
+    ledger._conn.execute("DROP INDEX rows_open")
+    ledger._conn.execute("CREATE INDEX rows_todo ON rows (sub, seq) WHERE state < 2")
+    ledger.close()
+    ledger = Ledger.open(ledger_path)
+    names = {
+        n for (n,) in ledger._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    }
+    assert "rows_open" in names and "rows_todo" not in names
+    plan = ledger._conn.execute(
+        "EXPLAIN QUERY PLAN SELECT seq FROM rows WHERE sub = 'a_sub' AND outcome IS NULL "
+        "AND seq > 0 ORDER BY seq LIMIT 10"
+    ).fetchall()
+    assert any("rows_open" in str(step) for step in plan)
+    assert [w.target_id for w in ledger.next_work("a_sub", 0, 10)] == u
+    ledger.close()
