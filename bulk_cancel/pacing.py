@@ -274,13 +274,10 @@ class RateGate:
 
     async def acquire(self) -> Flight:
         """Wait for this subaccount's next slot; report the flight to :meth:`landed` when done."""
-        now = self._clock()
-        if not self._leader:
-            self._recover(now)
-            first = self._take(now, 0.0, TICK_S)
-            if isinstance(first, Flight):
-                return first  # nobody queued and a slot is open
-        else:
+        first = self.try_take()
+        if first is not None:
+            return first  # nobody queued and a slot is open
+        if self._leader:  # others queue: wait behind them
             waiter: asyncio.Future[Flight | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
