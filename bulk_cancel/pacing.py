@@ -263,8 +263,7 @@ class RateGate:
 
     def try_take(self) -> Flight | None:
         """The next slot if nobody waits for one and it is open now, else ``None`` (then
-        :meth:`acquire`): the same slot :meth:`acquire` would return at once, without a
-        coroutine."""
+        :meth:`queue`): what :meth:`acquire` returns at once, without a coroutine."""
         if self._leader:
             return None
         now = self._clock()
@@ -274,9 +273,10 @@ class RateGate:
 
     async def acquire(self) -> Flight:
         """Wait for this subaccount's next slot; report the flight to :meth:`landed` when done."""
-        first = self.try_take()
-        if first is not None:
-            return first  # nobody queued and a slot is open
+        return self.try_take() or await self.queue()
+
+    async def queue(self) -> Flight:
+        """Wait in line for the next slot, once :meth:`try_take` found none open."""
         if self._leader:  # others queue: wait behind them
             waiter: asyncio.Future[Flight | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)

@@ -165,9 +165,9 @@ class _Slot:
     async def __call__(self) -> None:
         gate, ip = self._gate, self._ip
         # Most slots are open when asked for: taken without a coroutine each (try_take).
-        flight = self._flight = gate.try_take() or await gate.acquire()
+        flight = self._flight = gate.try_take() or await gate.queue()
         if ip is not None:
-            ip_flight = self._ip_flight = ip.try_take() or await ip.acquire()
+            ip_flight = self._ip_flight = ip.try_take() or await ip.queue()
             self.at = flight.sent = ip_flight.sent = self._clock()
         else:
             self.at = flight.sent = self._clock()

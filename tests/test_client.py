@@ -298,7 +298,7 @@ async def test_a_cancel_from_outside_is_not_a_timeout(server: Server) -> None:
     answer is late too: only the client's own deadline turns into a lost answer."""
     async with client(server, timeout_s=0.2) as c:
         task = asyncio.ensure_future(c.cancel(Target(subaccount="sub_1", id="slow")))
-        await asyncio.sleep(0.05)
+        await until(lambda: len(c._watched) == 1 and next(iter(c._watched)).connected)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
